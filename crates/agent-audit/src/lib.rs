@@ -1,0 +1,18 @@
+//! agent-audit: tamper-evident audit trails for AI agents.
+//!
+//! Events are captured on the caller's thread ([`AuditLog::emit`]), then
+//! redacted, hashed, chained, checkpointed, signed and written by a
+//! background thread ([`writer`]). Anyone can check a log with
+//! [`verify::verify_log`] and read a task back with [`trace::show_trace`].
+//!
+//! Module map: [`record`] (schema v1), [`jcs`] (RFC 8785), [`redact`],
+//! [`payload`], [`encode`], [`chain`], [`merkle`] (RFC 6962), [`keys`],
+//! [`writer`], [`reader`], [`verify`], [`trace`], [`proof`], [`ingest`].
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod jcs;
+pub mod merkle;
+
