@@ -15,4 +15,9 @@
 
 pub mod jcs;
 pub mod merkle;
+pub mod redact;
 
+pub use error::{AuditError, ErrorKind, Result};
+pub use ids::{SpanId, Timestamp, TraceId};
+pub use record::{Body, CaptureMode, Event, Kind, PayloadPart, Principal, Risk};
+pub use writer::{AuditLog, FsyncPolicy, KeySource, LogConfig, Overflow, Stats};
