@@ -13,9 +13,22 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod chain;
+pub mod encode;
+pub mod error;
+pub mod ids;
+pub mod ingest;
 pub mod jcs;
+pub mod keys;
 pub mod merkle;
+pub mod payload;
+pub mod proof;
+pub mod reader;
+pub mod record;
 pub mod redact;
+pub mod trace;
+pub mod verify;
+pub mod writer;
 
 pub use error::{AuditError, ErrorKind, Result};
 pub use ids::{SpanId, Timestamp, TraceId};

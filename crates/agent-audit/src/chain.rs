@@ -1,0 +1,285 @@
+//! The hash chain: sealing envelopes into records and building checkpoints.
+//!
+//! `hash` = SHA-256 over the RFC 8785 form of the envelope without `hash`,
+//! `sig` and `payload`; `prev` is the previous record's `hash` (zeros for
+//! the first). Each record's hash is a leaf of the stream's RFC 6962 tree,
+//! and a `checkpoint` record carries the tree head over every record
+//! before it, signed. [`ChainWriter`] does no I/O, so the writer, `ingest`
+//! and a collector all seal records the same way.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{AuditError, ErrorKind, Result};
+use crate::ids::{Timestamp, uuid_v7_at};
+use crate::jcs;
+use crate::keys::KeyPair;
+use crate::merkle::CompactTree;
+use crate::record::{Body, Checkpoint, Counter, SCHEMA_VERSION};
+
+/// Fields excluded from the record hash.
+pub const UNHASHED_FIELDS: [&str; 3] = ["hash", "sig", "payload"];
+
+/// `prev` of a stream's first record.
+pub const GENESIS_PREV: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// `sha256:<hex>`.
+pub fn fmt_sha256(h: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    s.push_str(&hex::encode(h));
+    s
+}
+
+/// Parses `sha256:<64 hex>`.
+pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let hex_part = s.strip_prefix("sha256:")?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut out).ok()?;
+    Some(out)
+}
+
+/// SHA-256 of the canonical form of `record` minus the unhashed fields.
+/// Callers that own the record should take `hash`, `sig` and `payload` out
+/// first (see [`take_unhashed`]); otherwise a stripped copy is made.
+/// `scratch` is reused between calls to avoid an allocation per record.
+pub fn envelope_hash(record: &Value, scratch: &mut Vec<u8>) -> Result<[u8; 32]> {
+    scratch.clear();
+    match record {
+        Value::Object(map) if UNHASHED_FIELDS.iter().any(|f| map.contains_key(*f)) => {
+            let mut copy = map.clone();
+            for f in UNHASHED_FIELDS {
+                copy.remove(f);
+            }
+            jcs::canonicalize_into(&Value::Object(copy), scratch)?;
+        }
+        Value::Object(_) => jcs::canonicalize_into(record, scratch)?,
+        _ => {
+            return Err(AuditError::new(
+                ErrorKind::InvalidLog,
+                "record is not a JSON object",
+            ));
+        }
+    }
+    Ok(Sha256::digest(scratch.as_slice()).into())
+}
+
+/// The fields of a record outside its hash.
+#[derive(Debug, Default, Clone)]
+pub struct Unhashed {
+    /// `hash` as written.
+    pub hash: Option<Value>,
+    /// `sig` as written.
+    pub sig: Option<Value>,
+    /// `payload` as written.
+    pub payload: Option<Value>,
+}
+
+impl Unhashed {
+    /// The `hash` field parsed, when it is a well-formed `sha256:` string.
+    pub fn claimed_hash(&self) -> Option<[u8; 32]> {
+        self.hash
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(parse_sha256)
+    }
+
+    /// The `sig` field, when it is a string.
+    pub fn sig_str(&self) -> Option<&str> {
+        self.sig.as_ref().and_then(Value::as_str)
+    }
+}
+
+/// Moves `hash`, `sig` and `payload` out of a record, leaving the envelope.
+pub fn take_unhashed(map: &mut Map<String, Value>) -> Unhashed {
+    Unhashed {
+        hash: map.remove("hash"),
+        sig: map.remove("sig"),
+        payload: map.remove("payload"),
+    }
+}
+
+/// Result of sealing one record.
+#[derive(Clone, Debug)]
+pub struct Sealed {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The record's hash.
+    pub hash: [u8; 32],
+}
+
+/// Assigns `seq` and `prev`, computes `hash`, signs when asked, and keeps
+/// the running Merkle tree of one stream.
+pub struct ChainWriter {
+    stream_id: String,
+    key: Arc<KeyPair>,
+    sign_records: bool,
+    seq: u64,
+    prev: [u8; 32],
+    tree: CompactTree,
+    since_checkpoint: u64,
+    canon: Vec<u8>,
+}
+
+impl ChainWriter {
+    /// A chain for a new stream.
+    pub fn new(stream_id: String, key: Arc<KeyPair>, sign_records: bool) -> Self {
+        ChainWriter {
+            stream_id,
+            key,
+            sign_records,
+            seq: 0,
+            prev: [0u8; 32],
+            tree: CompactTree::new(),
+            since_checkpoint: 0,
+            canon: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The stream's id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Seq the next record will get (= records sealed so far).
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Records sealed since the last checkpoint.
+    pub fn since_checkpoint(&self) -> u64 {
+        self.since_checkpoint
+    }
+
+    /// Seals `envelope` (which must not hold `v`, `stream_id`, `seq`,
+    /// `prev`, `hash`, `sig` or `payload`) and appends the JSON line to `out`.
+    /// `payload` is stored after the envelope, outside the hash.
+    pub fn seal(
+        &mut self,
+        mut envelope: Map<String, Value>,
+        payload: Option<&Value>,
+        out: &mut Vec<u8>,
+    ) -> Result<Sealed> {
+        let is_checkpoint = envelope.get("kind").and_then(Value::as_str) == Some("checkpoint");
+        envelope.insert("v".into(), Value::from(SCHEMA_VERSION));
+        envelope.insert("stream_id".into(), Value::String(self.stream_id.clone()));
+        envelope.insert(
+            "seq".into(),
+            serde_json::to_value(Counter(self.seq)).map_err(json_err)?,
+        );
+        envelope.insert("prev".into(), Value::String(fmt_sha256(&self.prev)));
+        self.canon.clear();
+        jcs::canonicalize_into(&Value::Object(envelope), &mut self.canon)?;
+        let hash: [u8; 32] = Sha256::digest(self.canon.as_slice()).into();
+
+        // The line is the canonical envelope with hash, sig and payload
+        // appended: one canonicalization per record.
+        let Some((&b'}', body)) = self.canon.split_last() else {
+            return Err(AuditError::new(
+                ErrorKind::InvalidEvent,
+                "envelope is not an object",
+            ));
+        };
+        out.extend_from_slice(body);
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(fmt_sha256(&hash).as_bytes());
+        out.push(b'"');
+        if self.sign_records || is_checkpoint {
+            out.extend_from_slice(b",\"sig\":\"");
+            out.extend_from_slice(self.key.sign_hash(&hash).as_bytes());
+            out.push(b'"');
+        }
+        if let Some(p) = payload {
+            out.extend_from_slice(b",\"payload\":");
+            serde_json::to_writer(&mut *out, p).map_err(json_err)?;
+        }
+        out.extend_from_slice(b"}\n");
+
+        let sealed = Sealed {
+            seq: self.seq,
+            hash,
+        };
+        self.tree.push(&hash);
+        self.prev = hash;
+        self.seq += 1;
+        self.since_checkpoint = if is_checkpoint {
+            0
+        } else {
+            self.since_checkpoint + 1
+        };
+        Ok(sealed)
+    }
+
+    /// Appends a signed checkpoint over every record so far.
+    pub fn checkpoint(&mut self, ts: Timestamp, out: &mut Vec<u8>) -> Result<Sealed> {
+        let body = Body::Checkpoint(Checkpoint {
+            tree_size: Counter(self.tree.size()),
+            root: fmt_sha256(&self.tree.root()),
+            key_id: self.key.key_id().to_string(),
+        });
+        let envelope = writer_envelope(&body, ts)?;
+        self.seal(envelope, None, out)
+    }
+}
+
+/// Envelope of a record the writer itself produces (no trace, no principal).
+pub fn writer_envelope(body: &Body, ts: Timestamp) -> Result<Map<String, Value>> {
+    let Value::Object(mut map) = serde_json::to_value(body).map_err(json_err)? else {
+        return Err(AuditError::invalid_event("record body is not an object"));
+    };
+    map.insert("event_id".into(), Value::String(uuid_v7_at(ts).to_string()));
+    map.insert("ts".into(), Value::String(ts.to_rfc3339()));
+    Ok(map)
+}
+
+pub(crate) fn json_err(e: serde_json::Error) -> AuditError {
+    AuditError::new(ErrorKind::InvalidEvent, format!("cannot serialize: {e}")).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jcs::parse_strict;
+
+    #[test]
+    fn sealed_line_rehashes_and_links() {
+        let key = Arc::new(KeyPair::generate().unwrap());
+        let mut chain = ChainWriter::new("s1".into(), key.clone(), false);
+        let mut out = Vec::new();
+        let mut env = Map::new();
+        env.insert("kind".into(), "decision".into());
+        env.insert("decision".into(), "go".into());
+        let payload = serde_json::json!({"salt": "00", "data": {"reasoning": "x"}});
+        let a = chain.seal(env.clone(), Some(&payload), &mut out).unwrap();
+        let b = chain.seal(env, None, &mut out).unwrap();
+        let c = chain.checkpoint(Timestamp::now(), &mut out).unwrap();
+        let lines: Vec<&[u8]> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        let recs: Vec<Map<String, Value>> = lines
+            .iter()
+            .map(|l| match parse_strict(l).unwrap() {
+                Value::Object(m) => m,
+                _ => panic!(),
+            })
+            .collect();
+        let mut scratch = Vec::new();
+        for (rec, sealed) in recs.iter().zip([&a, &b, &c]) {
+            let v = Value::Object(rec.clone());
+            assert_eq!(envelope_hash(&v, &mut scratch).unwrap(), sealed.hash);
+            assert_eq!(rec["hash"], fmt_sha256(&sealed.hash));
+        }
+        assert_eq!(recs[0]["prev"], GENESIS_PREV);
+        assert_eq!(recs[1]["prev"], recs[0]["hash"]);
+        assert_eq!(recs[2]["tree_size"], 2);
+        let sig = recs[2]["sig"].as_str().unwrap();
+        key.public().verify_hash(&c.hash, sig).unwrap();
+        assert!(recs[1].get("sig").is_none());
+        assert_eq!(chain.since_checkpoint(), 0);
+    }
+}

@@ -1,0 +1,893 @@
+//! The verifier: recomputes every record's hash, follows the chain, checks
+//! every checkpoint's Merkle root and signature, compares the stream with
+//! its `head.json`, and names each finding with stream, seq, file and
+//! byte offset.
+//!
+//! Severity decides the exit code of `agent-audit verify`: any
+//! [`Severity::Tampered`] finding gives 1. A torn last line (a crash), an
+//! open stream and an erased payload are reported but are not tampering.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::chain::{GENESIS_PREV, envelope_hash, parse_sha256, take_unhashed};
+use crate::error::Result;
+use crate::jcs::parse_strict;
+use crate::keys::{PublicKey, SigError};
+use crate::merkle::CompactTree;
+use crate::payload::payload_digest;
+use crate::reader::{Line, StreamFiles, list_streams};
+use crate::record::SCHEMA_VERSION;
+use crate::writer::HEAD_FILE;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Expected in a healthy log (an erased payload).
+    Info,
+    /// Not tampering, but not a clean close (a crash, a live writer).
+    Warning,
+    /// The log was altered.
+    Tampered,
+}
+
+/// What was found. The string form is stable (JSON output, tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingCode {
+    /// A record's content no longer matches its hash (a changed byte).
+    HashMismatch,
+    /// A stored payload no longer matches its `payload_digest`.
+    PayloadMismatch,
+    /// A line is not a valid record (not JSON, duplicate keys, missing fields).
+    MalformedRecord,
+    /// Records are missing from the sequence (deleted).
+    MissingRecords,
+    /// The same record appears twice.
+    DuplicateRecord,
+    /// A different record with an already used seq (inserted).
+    ConflictingRecord,
+    /// Records appear out of order.
+    Reordered,
+    /// `prev` does not match the previous record's hash (forged or inserted).
+    ChainBreak,
+    /// A checkpoint's tree size or Merkle root does not match the records.
+    CheckpointMismatch,
+    /// A signature does not verify.
+    BadSignature,
+    /// A signature by a key that is not the stream's or not trusted.
+    UnknownKey,
+    /// A checkpoint without a signature.
+    MissingSignature,
+    /// The stream does not begin with a valid `stream_start`.
+    BadStreamStart,
+    /// A record claims another stream or schema version.
+    WrongStream,
+    /// Records covered by the signed head are gone (tail cut).
+    CutTail,
+    /// The signed head does not match the log.
+    HeadMismatch,
+    /// The last line is incomplete (the writer was killed mid-write).
+    TornTail,
+    /// The stream has no `stream_end` (writer still running, or crashed).
+    OpenStream,
+    /// Records after the last checkpoint are not covered by a signature.
+    UnsignedTail,
+    /// A payload was erased; the envelope still verifies.
+    ErasedPayload,
+}
+
+impl FindingCode {
+    /// Severity of this kind of finding.
+    pub fn severity(self) -> Severity {
+        match self {
+            FindingCode::TornTail | FindingCode::OpenStream | FindingCode::UnsignedTail => {
+                Severity::Warning
+            }
+            FindingCode::ErasedPayload => Severity::Info,
+            _ => Severity::Tampered,
+        }
+    }
+}
+
+/// One finding, located as precisely as possible.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// What.
+    pub code: FindingCode,
+    /// How bad.
+    pub severity: Severity,
+    /// Which stream.
+    pub stream_id: String,
+    /// Which record, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Which file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Byte offset of the line in that file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// The state a stream was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    /// Closed with `stream_end`, fully signed, nothing wrong.
+    Clean,
+    /// No `stream_end`; the records present verify.
+    Open,
+    /// A torn last line: the writer died mid-write; the rest verifies.
+    Truncated,
+    /// Altered.
+    Tampered,
+}
+
+/// Summary of one stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamReport {
+    /// Stream id.
+    pub stream_id: String,
+    /// Records that parsed.
+    pub records: u64,
+    /// Checkpoints that verified.
+    pub checkpoints_verified: u64,
+    /// Signing key id from `stream_start`.
+    pub key_id: Option<String>,
+    /// Payloads erased.
+    pub erased_payloads: u64,
+    /// Outcome.
+    pub status: StreamStatus,
+}
+
+/// Everything the verifier found.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// Per-stream summaries.
+    pub streams: Vec<StreamReport>,
+    /// Findings in stream and file order.
+    pub findings: Vec<Finding>,
+    /// Records checked in all.
+    pub records: u64,
+}
+
+impl VerifyReport {
+    /// Whether any finding is tampering.
+    pub fn is_tampered(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| f.severity == Severity::Tampered)
+    }
+
+    /// 0 clean (warnings allowed), 1 tampered.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.is_tampered())
+    }
+
+    /// Findings with a given code.
+    pub fn with_code(&self, code: FindingCode) -> Vec<&Finding> {
+        self.findings.iter().filter(|f| f.code == code).collect()
+    }
+}
+
+/// Verifier settings.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// When non-empty, every stream's key must be one of these.
+    pub trusted_keys: Vec<PublicKey>,
+}
+
+/// Verifies every stream of a log directory (or one stream directory).
+/// `Err` only when the input cannot be used at all (exit 2).
+pub fn verify_log(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let streams = list_streams(path)?;
+    if streams.is_empty() {
+        return Err(crate::error::AuditError::new(
+            crate::error::ErrorKind::InvalidLog,
+            format!("no audit streams found in {}", path.display()),
+        ));
+    }
+    let mut report = VerifyReport {
+        streams: Vec::new(),
+        findings: Vec::new(),
+        records: 0,
+    };
+    for dir in streams {
+        let files = StreamFiles::read(&dir)?;
+        let (summary, findings) = verify_stream(&files, opts);
+        report.records += summary.records;
+        report.streams.push(summary);
+        report.findings.extend(findings);
+    }
+    Ok(report)
+}
+
+/// What the verifier keeps of each record: small, so a long stream fits.
+struct Rec {
+    seq: u64,
+    hash: [u8; 32],
+    prev: Option<[u8; 32]>,
+    segment: usize,
+    offset: u64,
+    kind: String,
+    checkpoint: Option<(u64, String)>,
+    sig: Option<String>,
+    stream_start_key: Option<String>,
+}
+
+struct Ctx<'a> {
+    files: &'a StreamFiles,
+    stream_id: String,
+    findings: Vec<Finding>,
+}
+
+impl Ctx<'_> {
+    fn add(
+        &mut self,
+        code: FindingCode,
+        seq: Option<u64>,
+        at: Option<(usize, u64)>,
+        message: String,
+    ) {
+        self.findings.push(Finding {
+            code,
+            severity: code.severity(),
+            stream_id: self.stream_id.clone(),
+            seq,
+            file: at.and_then(|(s, _)| self.files.segments.get(s).cloned()),
+            offset: at.map(|(_, o)| o),
+            message,
+        });
+    }
+}
+
+/// Checks one line on its own: parse, hash, payload digest. Returns what
+/// the sequence checks need.
+fn check_line(
+    ctx: &mut Ctx<'_>,
+    line: &Line<'_>,
+    erased: &mut u64,
+    scratch: &mut Vec<u8>,
+) -> Option<Rec> {
+    let at = Some((line.segment, line.offset));
+    let parsed = parse_strict(line.bytes);
+    let mut map = match parsed {
+        Ok(Value::Object(m)) if line.terminated => m,
+        Ok(Value::Object(m)) if line.last => {
+            // Whole record but no newline: written up to the last byte.
+            ctx.add(
+                FindingCode::TornTail,
+                m.get("seq").and_then(Value::as_u64),
+                at,
+                "last line has no newline; the writer stopped mid-write".into(),
+            );
+            return None;
+        }
+        Err(_) | Ok(_) if line.last && !line.terminated => {
+            ctx.add(
+                FindingCode::TornTail,
+                None,
+                at,
+                format!(
+                    "last line is incomplete ({} bytes): the writer stopped mid-write",
+                    line.bytes.len()
+                ),
+            );
+            return None;
+        }
+        Ok(_) => {
+            ctx.add(
+                FindingCode::MalformedRecord,
+                None,
+                at,
+                "line is not a JSON object".into(),
+            );
+            return None;
+        }
+        Err(e) => {
+            ctx.add(
+                FindingCode::MalformedRecord,
+                None,
+                at,
+                format!("line is not a valid record: {e}"),
+            );
+            return None;
+        }
+    };
+    let unhashed = take_unhashed(&mut map);
+    let seq = map.get("seq").and_then(Value::as_u64);
+    let claimed = unhashed.claimed_hash();
+    let (Some(seq), Some(claimed)) = (seq, claimed) else {
+        ctx.add(
+            FindingCode::MalformedRecord,
+            seq,
+            at,
+            "record lacks a valid seq or hash".into(),
+        );
+        return None;
+    };
+    if map.get("v").and_then(Value::as_u64) != Some(SCHEMA_VERSION)
+        || map.get("stream_id").and_then(Value::as_str) != Some(ctx.stream_id.as_str())
+    {
+        ctx.add(
+            FindingCode::WrongStream,
+            Some(seq),
+            at,
+            format!(
+                "record claims stream {:?} version {:?}; expected stream {} version {SCHEMA_VERSION}",
+                map.get("stream_id"),
+                map.get("v"),
+                ctx.stream_id
+            ),
+        );
+    }
+    let prev = map
+        .get("prev")
+        .and_then(Value::as_str)
+        .and_then(parse_sha256);
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let payload_digest_field = map
+        .get("payload_digest")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let checkpoint = if kind == "checkpoint" {
+        Some((
+            map.get("tree_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(u64::MAX),
+            map.get("root")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        ))
+    } else {
+        None
+    };
+    let stream_start_key = if kind == "stream_start" {
+        map.get("public_key")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    } else {
+        None
+    };
+    let sig = unhashed.sig_str().map(str::to_string);
+    let envelope = Value::Object(map);
+    match envelope_hash(&envelope, scratch) {
+        Ok(h) if h == claimed => {}
+        Ok(_) => ctx.add(
+            FindingCode::HashMismatch,
+            Some(seq),
+            at,
+            "record content does not match its hash: the record was altered".into(),
+        ),
+        Err(e) => ctx.add(
+            FindingCode::MalformedRecord,
+            Some(seq),
+            at,
+            format!("cannot canonicalize: {e}"),
+        ),
+    }
+    if let Some(digest) = payload_digest_field {
+        match check_payload(unhashed.payload.as_ref(), &digest, scratch) {
+            PayloadState::Ok => {}
+            PayloadState::Erased => {
+                *erased += 1;
+                ctx.add(
+                    FindingCode::ErasedPayload,
+                    Some(seq),
+                    at,
+                    "payload erased; the envelope still verifies".into(),
+                );
+            }
+            PayloadState::Mismatch(why) => {
+                ctx.add(FindingCode::PayloadMismatch, Some(seq), at, why)
+            }
+        }
+    } else if unhashed.payload.is_some() {
+        ctx.add(
+            FindingCode::PayloadMismatch,
+            Some(seq),
+            at,
+            "payload present on a record without payload_digest".into(),
+        );
+    }
+    Some(Rec {
+        seq,
+        hash: claimed,
+        prev,
+        segment: line.segment,
+        offset: line.offset,
+        kind,
+        checkpoint,
+        sig,
+        stream_start_key,
+    })
+}
+
+/// Per-line checks of a stream, spread over the machine's cores: each
+/// record is independent until the sequence is checked.
+fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>, u64) {
+    let lines = files.lines();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8);
+    let chunk = lines.len().div_ceil(workers).max(4096);
+    let run = |part: &[Line<'_>]| {
+        let mut ctx = Ctx {
+            files,
+            stream_id: stream_id.to_string(),
+            findings: Vec::new(),
+        };
+        let mut erased = 0u64;
+        let mut scratch = Vec::with_capacity(4096);
+        let recs: Vec<Rec> = part
+            .iter()
+            .filter_map(|l| check_line(&mut ctx, l, &mut erased, &mut scratch))
+            .collect();
+        (recs, ctx.findings, erased)
+    };
+    if lines.len() <= chunk {
+        return run(&lines);
+    }
+    let results: Vec<(Vec<Rec>, Vec<Finding>, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = lines
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || run(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut all = (Vec::with_capacity(lines.len()), Vec::new(), 0u64);
+    for (r, f, e) in results {
+        all.0.extend(r);
+        all.1.extend(f);
+        all.2 += e;
+    }
+    all
+}
+
+/// Verifies one stream already read into memory.
+pub fn verify_stream(files: &StreamFiles, opts: &VerifyOptions) -> (StreamReport, Vec<Finding>) {
+    let mut ctx = Ctx {
+        files,
+        stream_id: files.dir_name(),
+        findings: Vec::new(),
+    };
+    let (recs, line_findings, erased) = check_lines(files, &ctx.stream_id);
+    ctx.findings.extend(line_findings);
+
+    // Order: a record whose seq is lower than one before it in the file.
+    let mut by_seq: HashMap<u64, usize> = HashMap::with_capacity(recs.len());
+    let mut max_seq_seen: Option<u64> = None;
+    for (i, r) in recs.iter().enumerate() {
+        let at = Some((r.segment, r.offset));
+        if let Some(&first) = by_seq.get(&r.seq) {
+            let same = recs.get(first).is_some_and(|f| f.hash == r.hash);
+            if same {
+                ctx.add(
+                    FindingCode::DuplicateRecord,
+                    Some(r.seq),
+                    at,
+                    format!("record seq {} appears again", r.seq),
+                );
+            } else {
+                ctx.add(
+                    FindingCode::ConflictingRecord,
+                    Some(r.seq),
+                    at,
+                    format!("a second, different record with seq {}: inserted", r.seq),
+                );
+            }
+            continue;
+        }
+        if max_seq_seen.is_some_and(|m| r.seq < m) {
+            ctx.add(
+                FindingCode::Reordered,
+                Some(r.seq),
+                at,
+                format!(
+                    "record seq {} appears after seq {}",
+                    r.seq,
+                    max_seq_seen.unwrap_or(0)
+                ),
+            );
+        }
+        max_seq_seen = Some(max_seq_seen.map_or(r.seq, |m| m.max(r.seq)));
+        by_seq.insert(r.seq, i);
+    }
+
+    // The stream in seq order, first occurrence of each seq.
+    let mut order: Vec<usize> = by_seq.values().copied().collect();
+    order.sort_by_key(|i| recs.get(*i).map_or(u64::MAX, |r| r.seq));
+
+    // The stream's key.
+    let key = match order.first().and_then(|i| recs.get(*i)) {
+        Some(r) if r.seq == 0 && r.kind == "stream_start" => {
+            match r.stream_start_key.as_deref().map(PublicKey::from_hex) {
+                Some(Ok(k)) => Some(k),
+                _ => {
+                    ctx.add(
+                        FindingCode::BadStreamStart,
+                        Some(0),
+                        Some((r.segment, r.offset)),
+                        "stream_start has no valid public_key".into(),
+                    );
+                    None
+                }
+            }
+        }
+        first => {
+            ctx.add(
+                FindingCode::BadStreamStart,
+                first.map(|r| r.seq),
+                None,
+                "stream does not begin with stream_start (seq 0)".into(),
+            );
+            None
+        }
+    };
+    if let Some(k) = &key
+        && !opts.trusted_keys.is_empty()
+        && !opts.trusted_keys.iter().any(|t| t == k)
+    {
+        ctx.add(
+            FindingCode::UnknownKey,
+            Some(0),
+            None,
+            format!(
+                "stream is signed by key {} which is not among the trusted keys",
+                k.key_id()
+            ),
+        );
+    }
+
+    let mut tree = CompactTree::new();
+    let mut expected = 0u64;
+    let mut prev_hash: Option<[u8; 32]> = None;
+    let mut checkpoints_verified = 0u64;
+    let mut last_checkpoint_size: Option<u64> = None;
+    let mut stream_end_seq: Option<u64> = None;
+    let genesis = parse_sha256(GENESIS_PREV);
+    for i in &order {
+        let Some(r) = recs.get(*i) else { continue };
+        let at = Some((r.segment, r.offset));
+        if r.seq > expected {
+            let msg = if r.seq == expected + 1 {
+                format!("record seq {expected} is missing (deleted)")
+            } else {
+                format!(
+                    "records seq {expected}..={} are missing (deleted)",
+                    r.seq - 1
+                )
+            };
+            // The successor's prev cannot be checked; later checkpoint
+            // roots will not match the leaves present, and say so.
+            ctx.add(FindingCode::MissingRecords, Some(expected), at, msg);
+        } else {
+            let want = if r.seq == 0 { genesis } else { prev_hash };
+            if want.is_some() && r.prev != want {
+                ctx.add(
+                    FindingCode::ChainBreak,
+                    Some(r.seq),
+                    at,
+                    format!(
+                        "prev of seq {} does not match the hash of seq {}: forged or inserted",
+                        r.seq,
+                        r.seq.saturating_sub(1)
+                    ),
+                );
+            }
+        }
+        if let Some((size, root)) = &r.checkpoint {
+            let computed = crate::chain::fmt_sha256(&tree.root());
+            if *size != tree.size() || *root != computed {
+                ctx.add(
+                    FindingCode::CheckpointMismatch,
+                    Some(r.seq),
+                    at,
+                    format!(
+                        "checkpoint says {size} records with root {root}; the log has {} with root {computed}",
+                        tree.size()
+                    ),
+                );
+            } else if check_sig(&mut ctx, key.as_ref(), r, true) {
+                checkpoints_verified += 1;
+            }
+            last_checkpoint_size = Some(r.seq);
+        } else if r.sig.is_some() {
+            check_sig(&mut ctx, key.as_ref(), r, false);
+        }
+        if r.kind == "stream_end" {
+            stream_end_seq = Some(r.seq);
+        }
+        tree.push(&r.hash);
+        prev_hash = Some(r.hash);
+        expected = r.seq + 1;
+    }
+
+    // The signed head: records it covers must all be here.
+    check_head(&mut ctx, files, key.as_ref(), &recs, &by_seq, expected);
+
+    let present = expected;
+    let open = stream_end_seq.is_none();
+    if open {
+        ctx.add(
+            FindingCode::OpenStream,
+            None,
+            None,
+            "stream has no stream_end: its writer is still running or was stopped without closing"
+                .into(),
+        );
+    }
+    let covered = last_checkpoint_size.map_or(0, |s| s + 1);
+    if present > covered {
+        ctx.add(
+            FindingCode::UnsignedTail,
+            Some(covered),
+            None,
+            format!(
+                "{} record(s) after the last checkpoint are not covered by a signature",
+                present - covered
+            ),
+        );
+    }
+
+    let tampered = ctx
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Tampered);
+    let torn = ctx.findings.iter().any(|f| f.code == FindingCode::TornTail);
+    let status = if tampered {
+        StreamStatus::Tampered
+    } else if torn {
+        StreamStatus::Truncated
+    } else if open {
+        StreamStatus::Open
+    } else {
+        StreamStatus::Clean
+    };
+    let summary = StreamReport {
+        stream_id: ctx.stream_id.clone(),
+        records: recs.len() as u64,
+        checkpoints_verified,
+        key_id: key.as_ref().map(|k| k.key_id().to_string()),
+        erased_payloads: erased,
+        status,
+    };
+    (summary, ctx.findings)
+}
+
+fn check_sig(ctx: &mut Ctx<'_>, key: Option<&PublicKey>, r: &Rec, required: bool) -> bool {
+    let at = Some((r.segment, r.offset));
+    let Some(sig) = &r.sig else {
+        if required {
+            ctx.add(
+                FindingCode::MissingSignature,
+                Some(r.seq),
+                at,
+                "checkpoint has no signature".into(),
+            );
+        }
+        return false;
+    };
+    let Some(key) = key else {
+        ctx.add(
+            FindingCode::UnknownKey,
+            Some(r.seq),
+            at,
+            "no stream key to check the signature with".into(),
+        );
+        return false;
+    };
+    match key.verify_hash(&r.hash, sig) {
+        Ok(()) => true,
+        Err(SigError::UnknownKey(k)) => {
+            ctx.add(
+                FindingCode::UnknownKey,
+                Some(r.seq),
+                at,
+                format!("signed by key {k}, not the stream's key {}", key.key_id()),
+            );
+            false
+        }
+        Err(e) => {
+            ctx.add(
+                FindingCode::BadSignature,
+                Some(r.seq),
+                at,
+                format!("{} at seq {}: {e}", r.kind, r.seq),
+            );
+            false
+        }
+    }
+}
+
+fn check_head(
+    ctx: &mut Ctx<'_>,
+    files: &StreamFiles,
+    key: Option<&PublicKey>,
+    recs: &[Rec],
+    by_seq: &HashMap<u64, usize>,
+    present: u64,
+) {
+    let path = files.dir.join(HEAD_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        if by_seq
+            .values()
+            .any(|i| recs.get(*i).is_some_and(|r| r.kind == "checkpoint"))
+        {
+            ctx.add(
+                FindingCode::HeadMismatch,
+                None,
+                None,
+                format!(
+                    "{} is missing although the stream has checkpoints",
+                    path.display()
+                ),
+            );
+        }
+        return;
+    };
+    let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let Ok(Value::Object(mut map)) = parse_strict(text) else {
+        ctx.add(
+            FindingCode::HeadMismatch,
+            None,
+            None,
+            format!("{} is not a checkpoint record", path.display()),
+        );
+        return;
+    };
+    let unhashed = take_unhashed(&mut map);
+    let seq = map.get("seq").and_then(Value::as_u64);
+    let claimed = unhashed.claimed_hash();
+    let mut scratch = Vec::new();
+    let actual = envelope_hash(&Value::Object(map.clone()), &mut scratch).ok();
+    let (Some(seq), Some(claimed)) = (seq, claimed) else {
+        ctx.add(
+            FindingCode::HeadMismatch,
+            None,
+            None,
+            "head.json lacks seq or hash".into(),
+        );
+        return;
+    };
+    let sig_ok = match (key, unhashed.sig_str()) {
+        (Some(k), Some(sig)) => k.verify_hash(&claimed, sig).is_ok(),
+        _ => false,
+    };
+    if actual != Some(claimed)
+        || !sig_ok
+        || map.get("kind").and_then(Value::as_str) != Some("checkpoint")
+    {
+        ctx.add(
+            FindingCode::HeadMismatch,
+            Some(seq),
+            None,
+            "head.json is not a validly signed checkpoint of this stream".into(),
+        );
+        return;
+    }
+    if seq >= present {
+        ctx.add(
+            FindingCode::CutTail,
+            Some(present),
+            None,
+            format!(
+                "the signed head covers {} records but only {present} are present: the tail was cut",
+                seq + 1
+            ),
+        );
+        return;
+    }
+    match by_seq.get(&seq).and_then(|i| recs.get(*i)) {
+        Some(r) if r.hash == claimed => {}
+        _ => ctx.add(
+            FindingCode::HeadMismatch,
+            Some(seq),
+            None,
+            format!("the signed head's checkpoint at seq {seq} differs from the log's"),
+        ),
+    }
+}
+
+enum PayloadState {
+    Ok,
+    Erased,
+    Mismatch(String),
+}
+
+fn check_payload(payload: Option<&Value>, digest: &str, scratch: &mut Vec<u8>) -> PayloadState {
+    let Some(p) = payload else {
+        return PayloadState::Erased;
+    };
+    let Some(obj) = p.as_object() else {
+        return PayloadState::Mismatch("payload is not an object".into());
+    };
+    if obj.contains_key("erased") && !obj.contains_key("data") {
+        return PayloadState::Erased;
+    }
+    let salt = obj
+        .get("salt")
+        .and_then(Value::as_str)
+        .and_then(|s| hex::decode(s).ok());
+    let (Some(salt), Some(data)) = (salt, obj.get("data")) else {
+        return PayloadState::Mismatch("payload lacks salt or data".into());
+    };
+    match payload_digest(&salt, data, scratch) {
+        Ok(d) if d == digest => PayloadState::Ok,
+        Ok(_) => PayloadState::Mismatch(
+            "payload does not match payload_digest: the payload was altered".into(),
+        ),
+        Err(e) => PayloadState::Mismatch(format!("payload cannot be canonicalized: {e}")),
+    }
+}
+
+/// Removes a record's payload in a stream (GDPR erasure): the envelope,
+/// and so every hash, signature and proof, stays valid. Rewrites the
+/// segment atomically. Returns the number of payloads erased.
+pub fn erase_payloads(log: &Path, event_ids: &[String], reason: &str) -> Result<u64> {
+    use crate::error::{AuditError, ErrorKind};
+    let mut erased = 0;
+    for dir in list_streams(log)? {
+        let files = StreamFiles::read(&dir)?;
+        for seg in &files.segments {
+            let data = std::fs::read(seg)
+                .map_err(|e| AuditError::io(format!("cannot read {}", seg.display()), e))?;
+            let mut out = Vec::with_capacity(data.len());
+            let mut changed = false;
+            for raw in data.split_inclusive(|b| *b == b'\n') {
+                let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+                let mut rewritten = None;
+                if let Ok(Value::Object(mut m)) = parse_strict(line) {
+                    let id = m
+                        .get("event_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    if event_ids.iter().any(|e| e == id) && m.contains_key("payload") {
+                        let mut marker = Map::new();
+                        marker.insert("erased".into(), Value::Bool(true));
+                        marker.insert("reason".into(), Value::String(reason.into()));
+                        marker.insert(
+                            "at".into(),
+                            Value::String(crate::ids::Timestamp::now().to_rfc3339()),
+                        );
+                        m.insert("payload".into(), Value::Object(marker));
+                        let mut s = serde_json::to_vec(&Value::Object(m))
+                            .map_err(|e| AuditError::new(ErrorKind::InvalidLog, e.to_string()))?;
+                        s.push(b'\n');
+                        rewritten = Some(s);
+                        erased += 1;
+                    }
+                }
+                match rewritten {
+                    Some(s) => {
+                        changed = true;
+                        out.extend_from_slice(&s);
+                    }
+                    None => out.extend_from_slice(raw),
+                }
+            }
+            if changed {
+                let tmp = seg.with_extension("jsonl.tmp");
+                std::fs::write(&tmp, &out)
+                    .and_then(|_| std::fs::rename(&tmp, seg))
+                    .map_err(|e| AuditError::io(format!("cannot rewrite {}", seg.display()), e))?;
+            }
+        }
+    }
+    Ok(erased)
+}

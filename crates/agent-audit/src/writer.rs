@@ -1,0 +1,852 @@
+//! The log writer: a bounded lock-free queue in front of one background
+//! thread that encodes, redacts, chains, checkpoints, signs and writes
+//! segment files.
+//!
+//! The caller's side ([`AuditLog::emit`]) validates a few fields, checks the
+//! queue's event and byte bounds and `try_send`s a boxed event: no I/O, no
+//! hashing, no lock. When the queue is full the event is counted, never
+//! waited for (unless [`Overflow::Block`] is chosen), and the writer records
+//! a `gap` with the count once it drains. I/O errors are retried with
+//! back-off; a failed write is cut back so the file only ever holds whole
+//! records, and what was written before stays valid.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use serde_json::{Map, Value};
+
+use crate::chain::ChainWriter;
+use crate::encode::{EncoderSettings, RecordEncoder};
+use crate::error::{AuditError, ErrorKind, Result};
+use crate::ids::{Timestamp, uuid_v7_at};
+use crate::keys::{KeyPair, load_or_create_dev_key};
+use crate::payload::PayloadLimits;
+use crate::record::{Body, CaptureMode, Counter, Event, Gap, Principal, StreamEnd, StreamStart};
+use crate::redact::{RedactionConfig, Redactor};
+
+/// Name of a stream's segment files: `seg-000000.jsonl`, `seg-000001.jsonl` ...
+pub fn segment_file_name(index: u32) -> String {
+    format!("seg-{index:06}.jsonl")
+}
+
+/// File holding a stream's latest checkpoint record, replaced atomically.
+pub const HEAD_FILE: &str = "head.json";
+
+/// When the writer calls fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every batch written.
+    Always,
+    /// At most once per interval, and at every flush.
+    Interval(Duration),
+    /// Never (the OS decides); flush still writes through to the OS.
+    Never,
+}
+
+/// What `emit` does when the queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Count the event as lost and return at once (default).
+    Drop,
+    /// Wait up to the timeout for room, then count it as lost.
+    Block(Duration),
+}
+
+/// Where the signing key comes from.
+#[derive(Clone, Debug, Default)]
+pub enum KeySource {
+    /// The log directory's development key, created with a warning.
+    #[default]
+    Development,
+    /// A PKCS#8 PEM file.
+    File(PathBuf),
+    /// PKCS#8 PEM text.
+    Pem(String),
+}
+
+/// Settings of one log writer.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Log directory; each writer adds a stream directory under it.
+    pub dir: PathBuf,
+    /// Signing key.
+    pub key: KeySource,
+    /// Default principal (tenant, agent ...).
+    pub principal: Principal,
+    /// Default retention class.
+    pub retention_class: String,
+    /// Policy version stamped on every event.
+    pub policy_version: Option<String>,
+    /// Default capture mode.
+    pub capture: CaptureMode,
+    /// Tenant hashing key: keyed hashes and redaction tokens.
+    pub hashing_key: Option<Vec<u8>>,
+    /// Store user ids as keyed hashes.
+    pub hash_user_ids: bool,
+    /// Redaction patterns and allow-lists.
+    pub redaction: RedactionConfig,
+    /// Payload bounds.
+    pub limits: PayloadLimits,
+    /// Queue bound in events.
+    pub queue_capacity: usize,
+    /// Queue bound in (approximate) bytes.
+    pub queue_max_bytes: usize,
+    /// Full-queue behaviour.
+    pub overflow: Overflow,
+    /// Checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// ... or after this long with unsigned records.
+    pub checkpoint_interval: Duration,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Rotate segment files past this size.
+    pub segment_max_bytes: u64,
+    /// Sign every record (`sig`), not just checkpoints.
+    pub sign_records: bool,
+}
+
+impl LogConfig {
+    /// Defaults for a log in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogConfig {
+            dir: dir.into(),
+            key: KeySource::Development,
+            principal: Principal::default(),
+            retention_class: "standard_7y".into(),
+            policy_version: None,
+            capture: CaptureMode::Redacted,
+            hashing_key: None,
+            hash_user_ids: false,
+            redaction: RedactionConfig::default(),
+            limits: PayloadLimits::default(),
+            queue_capacity: 65_536,
+            queue_max_bytes: 64 * 1024 * 1024,
+            overflow: Overflow::Drop,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(1),
+            fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+            segment_max_bytes: 64 * 1024 * 1024,
+            sign_records: false,
+        }
+    }
+}
+
+/// Counters of a writer, read without stopping it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records written (including the writer's own records).
+    pub written: u64,
+    /// Events lost (queue full, byte bound, closed, unencodable).
+    pub dropped: u64,
+    /// Events waiting in the queue.
+    pub queued: u64,
+    /// Approximate bytes waiting in the queue.
+    pub queued_bytes: u64,
+    /// Bytes written to segment files.
+    pub bytes_written: u64,
+    /// I/O errors met (each retried).
+    pub io_errors: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+}
+
+enum Msg {
+    Event(Box<Event>, usize),
+    Flush(Sender<bool>),
+    Shutdown(Sender<bool>),
+}
+
+#[derive(Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped_total: AtomicU64,
+    // Lost to the event bound, not yet recorded in a `gap`.
+    dropped_pending: AtomicU64,
+    // Lost to the byte bound, not yet recorded in a `gap`.
+    dropped_pending_bytes: AtomicU64,
+    queued_bytes: AtomicUsize,
+    bytes_written: AtomicU64,
+    io_errors: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+struct Shared {
+    tx: Sender<Msg>,
+    counters: Arc<Counters>,
+    closed: AtomicBool,
+    stop_retrying: Arc<AtomicBool>,
+    max_bytes: usize,
+    overflow: Overflow,
+    stream_id: String,
+    stream_dir: PathBuf,
+    key_id: String,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A handle to one log writer. Cheap to clone; all clones share the
+/// writer. Dropping the last handle does not flush: call [`shutdown`].
+///
+/// [`shutdown`]: AuditLog::shutdown
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditLog({})", self.shared.stream_id)
+    }
+}
+
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl AuditLog {
+    /// Opens a new stream in `config.dir` and starts its writer thread.
+    /// Fails on a bad configuration or key, or if the directory or the
+    /// stream's first records cannot be written.
+    pub fn open(config: LogConfig) -> Result<AuditLog> {
+        if config.queue_capacity == 0 || config.checkpoint_every == 0 {
+            return Err(AuditError::config(
+                "queue_capacity and checkpoint_every must be at least 1",
+            ));
+        }
+        fs::create_dir_all(&config.dir).map_err(|e| {
+            AuditError::io(
+                format!("cannot create log directory {}", config.dir.display()),
+                e,
+            )
+        })?;
+        let key = match &config.key {
+            KeySource::Development => load_or_create_dev_key(&config.dir)?.0,
+            KeySource::File(p) => KeyPair::load(p)?,
+            KeySource::Pem(pem) => KeyPair::from_pem(pem)?,
+        };
+        let key = Arc::new(key);
+        let redactor = Arc::new(Redactor::new(config.redaction.clone())?);
+        let encoder = RecordEncoder::new(
+            EncoderSettings {
+                principal: config.principal.clone(),
+                retention_class: config.retention_class.clone(),
+                policy_version: config.policy_version.clone(),
+                capture: config.capture,
+                hash_user_ids: config.hash_user_ids,
+                limits: config.limits.clone(),
+            },
+            redactor,
+            config.hashing_key.as_deref(),
+        )?;
+
+        let now = Timestamp::now();
+        let stream_id = uuid_v7_at(now).to_string();
+        let stream_dir = config.dir.join(&stream_id);
+        fs::create_dir(&stream_dir).map_err(|e| {
+            AuditError::io(
+                format!("cannot create stream directory {}", stream_dir.display()),
+                e,
+            )
+        })?;
+        let segment = Segment::create(&stream_dir, 0)?;
+        let chain = ChainWriter::new(stream_id.clone(), key.clone(), config.sign_records);
+
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = bounded(config.queue_capacity);
+        let stop_retrying = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer {
+            rx,
+            chain,
+            encoder,
+            segment,
+            stream_dir: stream_dir.clone(),
+            counters: counters.clone(),
+            stop_retrying: stop_retrying.clone(),
+            pending: Vec::with_capacity(1 << 20),
+            pending_checkpoint: None,
+            checkpoint_every: config.checkpoint_every,
+            checkpoint_interval: config.checkpoint_interval,
+            fsync: config.fsync,
+            segment_max_bytes: config.segment_max_bytes,
+            last_checkpoint: Instant::now(),
+            last_sync: Instant::now(),
+            unsynced: false,
+            lost_unencodable: 0,
+        };
+        let mut settings = Map::new();
+        settings.insert(
+            "checkpoint_every".into(),
+            Value::from(config.checkpoint_every),
+        );
+        settings.insert(
+            "checkpoint_interval_ms".into(),
+            Value::from(config.checkpoint_interval.as_millis() as u64),
+        );
+        settings.insert(
+            "fsync".into(),
+            Value::String(match config.fsync {
+                FsyncPolicy::Always => "always".into(),
+                FsyncPolicy::Interval(d) => format!("{}ms", d.as_millis()),
+                FsyncPolicy::Never => "never".into(),
+            }),
+        );
+        settings.insert("sign_records".into(), Value::Bool(config.sign_records));
+        let start = Body::StreamStart(StreamStart {
+            writer_id: uuid_v7_at(now).to_string(),
+            writer: format!("agent-audit-rs/{}", env!("CARGO_PKG_VERSION")),
+            host: host_name(),
+            pid: std::process::id(),
+            alg: "ed25519".into(),
+            key_id: key.key_id().to_string(),
+            public_key: key.public().to_hex(),
+            settings,
+        });
+        // The stream's opening is written synchronously so a bad directory
+        // fails `open`, not some later flush.
+        writer.seal_writer_record(&start, now)?;
+        writer.checkpoint()?;
+        writer.write_pending()?;
+        writer.sync()?;
+        writer.write_head()?;
+
+        let thread = std::thread::Builder::new()
+            .name("agent-audit-writer".into())
+            // Dropping a deeply nested value recurses; give it room.
+            .stack_size(64 * 1024 * 1024)
+            .spawn(move || writer.run())
+            .map_err(|e| AuditError::io("cannot start the writer thread", e))?;
+
+        Ok(AuditLog {
+            shared: Arc::new(Shared {
+                tx,
+                counters,
+                closed: AtomicBool::new(false),
+                stop_retrying,
+                max_bytes: config.queue_max_bytes,
+                overflow: config.overflow,
+                stream_id,
+                stream_dir,
+                key_id: key.key_id().to_string(),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The stream this writer writes.
+    pub fn stream_id(&self) -> &str {
+        &self.shared.stream_id
+    }
+
+    /// The stream's directory.
+    pub fn stream_dir(&self) -> &Path {
+        &self.shared.stream_dir
+    }
+
+    /// Id of the signing key.
+    pub fn key_id(&self) -> &str {
+        &self.shared.key_id
+    }
+
+    /// Queues an event. `Ok(true)` when queued, `Ok(false)` when it was
+    /// lost to a full queue (counted and recorded as a `gap`), `Err` when
+    /// the event is invalid or the log is shut down (API misuse).
+    pub fn emit(&self, event: Event) -> Result<bool> {
+        event.validate()?;
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(AuditError::new(
+                ErrorKind::Closed,
+                "the audit log is shut down",
+            ));
+        }
+        let size = event.approx_bytes();
+        let c = &self.shared.counters;
+        let before = c.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        // An event bigger than the whole bound still goes in when the
+        // queue is empty, so one huge payload is not lost forever.
+        if before > 0 && before + size > self.shared.max_bytes {
+            c.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            c.dropped_total.fetch_add(1, Ordering::Relaxed);
+            c.dropped_pending_bytes.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let msg = Msg::Event(Box::new(event), size);
+        let sent = match self.shared.overflow {
+            Overflow::Drop => match self.shared.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            },
+            Overflow::Block(t) => self.shared.tx.send_timeout(msg, t).is_ok(),
+        };
+        if !sent {
+            c.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.count_lost();
+        }
+        Ok(sent)
+    }
+
+    fn count_lost(&self) {
+        let c = &self.shared.counters;
+        c.dropped_total.fetch_add(1, Ordering::Relaxed);
+        c.dropped_pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes everything queued so far, checkpoints and syncs it. Returns
+    /// `false` if that did not finish within `timeout`.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        let (ack_tx, ack_rx) = bounded(1);
+        if self
+            .shared
+            .tx
+            .send_timeout(Msg::Flush(ack_tx), timeout)
+            .is_err()
+        {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        ack_rx.recv_timeout(left).unwrap_or(false)
+    }
+
+    /// Writes everything queued, closes the stream with `stream_end` and a
+    /// final checkpoint, and stops the writer. Later `emit`s fail with
+    /// `Closed`. Returns `false` if it did not finish within `timeout`.
+    /// Idempotent.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        let deadline = Instant::now() + timeout;
+        let (ack_tx, ack_rx) = bounded(1);
+        if self
+            .shared
+            .tx
+            .send_timeout(Msg::Shutdown(ack_tx), timeout)
+            .is_err()
+        {
+            self.shared.stop_retrying.store(true, Ordering::Release);
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ok = ack_rx.recv_timeout(left).unwrap_or(false);
+        if ok {
+            if let Ok(mut t) = self.shared.thread.lock()
+                && let Some(handle) = t.take()
+            {
+                let _ = handle.join();
+            }
+        } else {
+            self.shared.stop_retrying.store(true, Ordering::Release);
+        }
+        ok
+    }
+
+    /// Whether `shutdown` has been called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            written: c.written.load(Ordering::Relaxed),
+            dropped: c.dropped_total.load(Ordering::Relaxed),
+            queued: self.shared.tx.len() as u64,
+            queued_bytes: c.queued_bytes.load(Ordering::Relaxed) as u64,
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            io_errors: c.io_errors.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One open segment file. `committed` is the length that holds only whole
+/// records; a failed write is cut back to it.
+struct Segment {
+    index: u32,
+    path: PathBuf,
+    file: File,
+    committed: u64,
+}
+
+impl Segment {
+    fn create(stream_dir: &Path, index: u32) -> Result<Segment> {
+        let path = stream_dir.join(segment_file_name(index));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| AuditError::io(format!("cannot create segment {}", path.display()), e))?;
+        Ok(Segment {
+            index,
+            path,
+            file,
+            committed: 0,
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.committed += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut a partial write back so the file never holds a torn
+                // record followed by good ones.
+                let _ = self.file.set_len(self.committed);
+                Err(e)
+            }
+        }
+    }
+}
+
+struct Writer {
+    rx: Receiver<Msg>,
+    chain: ChainWriter,
+    encoder: RecordEncoder,
+    segment: Segment,
+    stream_dir: PathBuf,
+    counters: Arc<Counters>,
+    stop_retrying: Arc<AtomicBool>,
+    // Sealed lines not yet in the file.
+    pending: Vec<u8>,
+    // The last checkpoint line sealed, for head.json once it is written.
+    pending_checkpoint: Option<Vec<u8>>,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+    fsync: FsyncPolicy,
+    segment_max_bytes: u64,
+    last_checkpoint: Instant,
+    last_sync: Instant,
+    unsynced: bool,
+    lost_unencodable: u64,
+}
+
+// Small batches keep what a crash can lose, and the memory held, small;
+// larger ones buy little once a batch is a single write call.
+const BATCH_MAX_EVENTS: usize = 1024;
+const BATCH_MAX_BYTES: usize = 1 << 20;
+
+/// Length of the longest run of whole lines at the start of `buf` that
+/// fits in `room` bytes.
+fn fitting_prefix(buf: &[u8], room: u64) -> usize {
+    let limit = usize::try_from(room).unwrap_or(usize::MAX).min(buf.len());
+    match buf
+        .get(..limit)
+        .and_then(|b| b.iter().rposition(|c| *c == b'\n'))
+    {
+        Some(i) => i + 1,
+        None => 0,
+    }
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let wait = self.next_wake();
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    if self.handle(msg) {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.on_timer();
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Every handle is gone without a shutdown: close anyway.
+                    let _ = self.close("dropped");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Duration {
+        let mut wait = Duration::from_secs(3600);
+        if self.chain.since_checkpoint() > 0 {
+            wait = wait.min(
+                self.checkpoint_interval
+                    .saturating_sub(self.last_checkpoint.elapsed()),
+            );
+        }
+        if let FsyncPolicy::Interval(d) = self.fsync
+            && self.unsynced
+        {
+            wait = wait.min(d.saturating_sub(self.last_sync.elapsed()));
+        }
+        wait.max(Duration::from_millis(1))
+    }
+
+    /// Handles one message and drains what else is queued; true = stop.
+    fn handle(&mut self, first: Msg) -> bool {
+        let mut msg = Some(first);
+        let mut n = 0;
+        while let Some(m) = msg.take() {
+            match m {
+                Msg::Event(e, size) => {
+                    self.record_gap_if_any();
+                    self.encode_event(*e);
+                    self.counters.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                    n += 1;
+                    if self.chain.since_checkpoint() >= self.checkpoint_every {
+                        self.checkpoint_or_count();
+                    }
+                }
+                Msg::Flush(ack) => {
+                    let ok = self.flush_all();
+                    let _ = ack.send(ok);
+                }
+                Msg::Shutdown(ack) => {
+                    let ok = self.close("shutdown").is_ok();
+                    let _ = ack.send(ok);
+                    return true;
+                }
+            }
+            if n < BATCH_MAX_EVENTS && self.pending.len() < BATCH_MAX_BYTES {
+                msg = self.rx.try_recv().ok();
+            }
+        }
+        self.write_pending_retrying();
+        self.maybe_sync();
+        if self.last_checkpoint.elapsed() >= self.checkpoint_interval
+            && self.chain.since_checkpoint() > 0
+        {
+            self.checkpoint_or_count();
+            self.write_pending_retrying();
+        }
+        false
+    }
+
+    fn on_timer(&mut self) {
+        self.record_gap_if_any();
+        if self.chain.since_checkpoint() > 0
+            && self.last_checkpoint.elapsed() >= self.checkpoint_interval
+        {
+            self.checkpoint_or_count();
+        }
+        self.write_pending_retrying();
+        self.maybe_sync();
+    }
+
+    fn record_gap_if_any(&mut self) {
+        let counters = self.counters.clone();
+        for (counter, reason) in [
+            (&counters.dropped_pending, "queue_full"),
+            (&counters.dropped_pending_bytes, "queue_bytes"),
+        ] {
+            let lost = counter.swap(0, Ordering::AcqRel);
+            if lost > 0 {
+                let body = Body::Gap(Gap {
+                    lost: Counter(lost),
+                    reason: reason.into(),
+                });
+                self.seal_or_count(&body);
+            }
+        }
+        if self.lost_unencodable > 0 {
+            let body = Body::Gap(Gap {
+                lost: Counter(self.lost_unencodable),
+                reason: "invalid_event".into(),
+            });
+            self.lost_unencodable = 0;
+            self.seal_or_count(&body);
+        }
+    }
+
+    fn seal_or_count(&mut self, body: &Body) {
+        if self.seal_writer_record(body, Timestamp::now()).is_err() {
+            self.counters.dropped_total.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn encode_event(&mut self, event: Event) {
+        let sealed = self
+            .encoder
+            .encode(event)
+            .and_then(|(env, payload)| self.chain.seal(env, payload.as_ref(), &mut self.pending));
+        if sealed.is_err() {
+            // Only a value the encoder cannot canonicalize gets here; it is
+            // counted and recorded as a gap, never silently skipped.
+            self.counters.dropped_total.fetch_add(1, Ordering::Relaxed);
+            self.lost_unencodable += 1;
+        }
+    }
+
+    fn seal_writer_record(&mut self, body: &Body, ts: Timestamp) -> Result<()> {
+        let env = crate::chain::writer_envelope(body, ts)?;
+        self.chain.seal(env, None, &mut self.pending)?;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        let start = self.pending.len();
+        self.chain.checkpoint(Timestamp::now(), &mut self.pending)?;
+        self.pending_checkpoint = self.pending.get(start..).map(<[u8]>::to_vec);
+        self.last_checkpoint = Instant::now();
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn checkpoint_or_count(&mut self) {
+        if self.checkpoint().is_err() {
+            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the pending lines once, rotating segments at line
+    /// boundaries; on error what is unwritten stays pending.
+    fn write_pending(&mut self) -> Result<()> {
+        while !self.pending.is_empty() {
+            let room = self
+                .segment_max_bytes
+                .saturating_sub(self.segment.committed);
+            let mut take = fitting_prefix(&self.pending, room);
+            if take == 0 {
+                if self.segment.committed > 0 {
+                    self.rotate()?;
+                    continue;
+                }
+                // A single record bigger than a segment gets a segment of its own.
+                take = fitting_prefix(&self.pending, u64::MAX);
+            }
+            let chunk = self.pending.get(..take).unwrap_or_default();
+            self.segment.append(chunk).map_err(|e| {
+                AuditError::io(format!("cannot write {}", self.segment.path.display()), e)
+            })?;
+            let records = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            self.counters.written.fetch_add(records, Ordering::Relaxed);
+            self.counters
+                .bytes_written
+                .fetch_add(take as u64, Ordering::Relaxed);
+            self.pending.drain(..take);
+            self.unsynced = true;
+        }
+        if self.fsync == FsyncPolicy::Always {
+            self.sync()?;
+        }
+        if self.pending_checkpoint.is_some() {
+            self.write_head()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending lines, retrying with back-off on I/O errors
+    /// until they are written or shutdown gives up.
+    fn write_pending_retrying(&mut self) {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            match self.write_pending() {
+                Ok(()) => return,
+                Err(_) => {
+                    self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+                    if self.stop_retrying.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.sync()?;
+        self.segment = Segment::create(&self.stream_dir, self.segment.index + 1)?;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.segment.file.sync_data().map_err(|e| {
+            AuditError::io(format!("cannot sync {}", self.segment.path.display()), e)
+        })?;
+        self.last_sync = Instant::now();
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn maybe_sync(&mut self) {
+        if let FsyncPolicy::Interval(d) = self.fsync
+            && self.unsynced
+            && self.last_sync.elapsed() >= d
+            && self.sync().is_err()
+        {
+            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces head.json with the last checkpoint written, so a verifier
+    /// can tell a cut tail from a crash.
+    fn write_head(&mut self) -> Result<()> {
+        let Some(line) = self.pending_checkpoint.take() else {
+            return Ok(());
+        };
+        let tmp = self.stream_dir.join(".head.json.tmp");
+        let head = self.stream_dir.join(HEAD_FILE);
+        let result = fs::write(&tmp, &line).and_then(|_| fs::rename(&tmp, &head));
+        if let Err(e) = result {
+            self.pending_checkpoint = Some(line);
+            return Err(AuditError::io(
+                format!("cannot write {}", head.display()),
+                e,
+            ));
+        }
+        Ok(())
+    }
+
+    fn flush_all(&mut self) -> bool {
+        self.record_gap_if_any();
+        if self.chain.since_checkpoint() > 0 {
+            self.checkpoint_or_count();
+        }
+        self.write_pending_retrying();
+        let synced = self.fsync == FsyncPolicy::Never || self.sync().is_ok();
+        synced && self.pending.is_empty()
+    }
+
+    fn close(&mut self, reason: &str) -> Result<()> {
+        // Drain what is still queued first.
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Event(e, size) => {
+                    self.record_gap_if_any();
+                    self.encode_event(*e);
+                    self.counters.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                }
+                Msg::Flush(ack) | Msg::Shutdown(ack) => {
+                    let _ = ack.send(true);
+                }
+            }
+        }
+        self.record_gap_if_any();
+        let end = Body::StreamEnd(StreamEnd {
+            records: Counter(self.chain.next_seq()),
+            lost: Counter(self.counters.dropped_total.load(Ordering::Relaxed)),
+            reason: reason.into(),
+        });
+        self.seal_writer_record(&end, Timestamp::now())?;
+        self.checkpoint()?;
+        self.write_pending_retrying();
+        if !self.pending.is_empty() {
+            return Err(AuditError::new(
+                ErrorKind::Io,
+                "could not write the end of the stream",
+            ));
+        }
+        self.sync()
+    }
+}
