@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the project, from a fresh clone: formatting, lints,
+# the Rust tests (core, command line, schema, vectors, crash and I/O
+# fault tests). Installs what it needs itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v prlimit >/dev/null 2>&1; then
+  step "installing util-linux (prlimit, for the I/O fault test)"
+  apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
