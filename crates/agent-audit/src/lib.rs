@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod jcs;
 pub mod keys;
 pub mod merkle;
+pub mod options;
 pub mod payload;
 pub mod proof;
 pub mod reader;
