@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project, from a fresh clone: formatting, lints,
-# the Rust tests (core, command line, schema, vectors, crash and I/O
-# fault tests). Installs what it needs itself.
+# Runs every test of the project from a fresh clone: formatting, lints and
+# the Rust tests, then each language's tests (scripts/test-*.sh), then the
+# cross-language tests. Each part installs what it needs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +21,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+for part in python node cross; do
+  if [ -f "scripts/test-$part.sh" ]; then
+    step "scripts/test-$part.sh"
+    bash "scripts/test-$part.sh"
+  fi
+done

@@ -1,0 +1,330 @@
+//! The `agent-audit` command as a library: keygen, ingest, verify, traces,
+//! show, prove, verify-proof, erase. The binary, `python -m agent_audit`
+//! and `npx agent-audit` all call [`run_cli`], so every language runs the
+//! same code. Exit codes: 0 clean, 1 tampered (verify) or lines rejected
+//! (ingest), 2 unusable input or bad arguments.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent_audit::keys::{KeyPair, PublicKey};
+use agent_audit::trace::{TraceFilter, list_traces, render_trace, show_trace};
+use agent_audit::verify::{VerifyOptions, verify_log};
+use agent_audit::{AuditError, AuditLog, KeySource, LogConfig, Overflow, Principal, Timestamp};
+use clap::{Parser, Subcommand};
+
+/// Runs the command line with `args` (the first is the program name) and
+/// returns the process exit code. Usage errors print to stderr and give 2;
+/// `--help` and `--version` print to stdout and give 0.
+pub fn run_cli<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agent-audit: error: {e}");
+            2
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "agent-audit",
+    version,
+    about = "Tamper-evident audit logs for AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public key.
+    Keygen {
+        /// Private key file to create.
+        #[arg(long, default_value = "audit-signing-key.pem")]
+        out: PathBuf,
+        /// Public key file (default: OUT with .pub.pem).
+        #[arg(long)]
+        public_out: Option<PathBuf>,
+    },
+    /// Write events given as JSON lines on stdin to a new stream in LOG.
+    Ingest {
+        /// Log directory.
+        log: PathBuf,
+        /// Signing key (PKCS#8 PEM); default: the log's development key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Default tenant id.
+        #[arg(long)]
+        tenant_id: Option<String>,
+        /// Default agent id.
+        #[arg(long)]
+        agent_id: Option<String>,
+    },
+    /// Check every record, chain link, checkpoint and signature of LOG.
+    Verify {
+        /// Log directory or one stream directory.
+        log: PathBuf,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+        /// Trusted public key(s); streams signed by others are reported.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+    },
+    /// List the traces (agent tasks) in LOG.
+    Traces {
+        /// Log directory.
+        log: PathBuf,
+        /// Only traces with this risk flag.
+        #[arg(long)]
+        flag: Option<String>,
+        /// Only traces started at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one trace as a timeline.
+    Show {
+        /// Log directory.
+        log: PathBuf,
+        /// Trace id.
+        trace: String,
+        /// The trace document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an inclusion proof of one record (by event_id).
+    Prove {
+        /// Log directory.
+        log: PathBuf,
+        /// The record's event_id.
+        event: String,
+    },
+    /// Check an inclusion proof offline.
+    VerifyProof {
+        /// Proof file (JSON from `prove`), or - for stdin.
+        proof: PathBuf,
+        /// Trusted public key(s).
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+    },
+    /// Erase the payloads of records (GDPR Art. 17); hashes stay valid.
+    Erase {
+        /// Log directory.
+        log: PathBuf,
+        /// event_id(s) whose payload to erase.
+        #[arg(required = true)]
+        events: Vec<String>,
+        /// Reason recorded in place of the payload.
+        #[arg(long, default_value = "erasure request")]
+        reason: String,
+    },
+}
+
+fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, AuditError> {
+    paths.iter().map(|p| PublicKey::load(p)).collect()
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String, AuditError> {
+    serde_json::to_string_pretty(v)
+        .map_err(|e| AuditError::new(agent_audit::ErrorKind::InvalidLog, e.to_string()))
+}
+
+fn run(cmd: Command) -> Result<u8, AuditError> {
+    match cmd {
+        Command::Keygen { out, public_out } => {
+            let key = KeyPair::generate()?;
+            key.save(&out)?;
+            let pub_path = public_out.unwrap_or_else(|| out.with_extension("pub.pem"));
+            std::fs::write(&pub_path, key.public().to_pem()?)
+                .map_err(|e| AuditError::io(format!("cannot write {}", pub_path.display()), e))?;
+            println!("key id {}", key.key_id());
+            println!("private key {} (mode 0600)", out.display());
+            println!("public key {}", pub_path.display());
+            Ok(0)
+        }
+        Command::Ingest {
+            log,
+            key,
+            tenant_id,
+            agent_id,
+        } => {
+            let mut input = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .map_err(|e| AuditError::io("cannot read stdin", e))?;
+            let (events, rejected) = agent_audit::ingest::parse_event_lines(&input);
+            let mut config = LogConfig::new(&log);
+            if let Some(k) = key {
+                config.key = KeySource::File(k);
+            }
+            config.principal = Principal {
+                tenant_id,
+                agent_id,
+                ..Default::default()
+            };
+            // Every accepted line must be written: wait for room.
+            config.overflow = Overflow::Block(Duration::from_secs(60));
+            let audit = AuditLog::open(config)?;
+            let mut written = 0u64;
+            for (_, event) in events {
+                if audit.emit(event)? {
+                    written += 1;
+                }
+            }
+            let ok = audit.shutdown(Duration::from_secs(60));
+            for r in &rejected {
+                eprintln!("line {}: rejected: {}", r.line, r.reason);
+            }
+            eprintln!(
+                "ingested {written} event(s) into stream {}; rejected {}",
+                audit.stream_id(),
+                rejected.len()
+            );
+            if !ok {
+                return Err(AuditError::new(
+                    agent_audit::ErrorKind::Io,
+                    "could not finish writing the stream",
+                ));
+            }
+            Ok(u8::from(!rejected.is_empty()))
+        }
+        Command::Verify { log, json, keys } => {
+            let opts = VerifyOptions {
+                trusted_keys: load_keys(&keys)?,
+            };
+            let report = verify_log(&log, &opts)?;
+            if json {
+                println!("{}", to_json(&report)?);
+            } else {
+                for s in &report.streams {
+                    println!(
+                        "stream {}  records {}  checkpoints verified {}  key {}  status {:?}",
+                        s.stream_id,
+                        s.records,
+                        s.checkpoints_verified,
+                        s.key_id.as_deref().unwrap_or("-"),
+                        s.status
+                    );
+                }
+                for f in &report.findings {
+                    let loc = match (&f.file, f.offset) {
+                        (Some(p), Some(o)) => format!(" {}@{}", p.display(), o),
+                        _ => String::new(),
+                    };
+                    let seq = f.seq.map(|s| format!(" seq {s}")).unwrap_or_default();
+                    println!(
+                        "{:?} {:?} stream {}{seq}{loc}: {}",
+                        f.severity, f.code, f.stream_id, f.message
+                    );
+                }
+                println!(
+                    "{}: {} records in {} stream(s)",
+                    if report.is_tampered() {
+                        "TAMPERED"
+                    } else {
+                        "OK"
+                    },
+                    report.records,
+                    report.streams.len()
+                );
+            }
+            Ok(u8::from(report.is_tampered()))
+        }
+        Command::Traces {
+            log,
+            flag,
+            since,
+            json,
+        } => {
+            let filter = TraceFilter {
+                flag,
+                since: since.as_deref().map(Timestamp::parse_rfc3339).transpose()?,
+            };
+            let traces = list_traces(&log, &filter)?;
+            if json {
+                println!("{}", to_json(&traces)?);
+            } else {
+                for t in traces {
+                    println!(
+                        "{}  {}  {:<28} steps {:>3}  {:<10} risk {:>3} {}",
+                        t.trace_id,
+                        t.started_at.as_deref().unwrap_or("-"),
+                        t.task_kind.as_deref().unwrap_or("-"),
+                        t.steps,
+                        t.outcome,
+                        t.risk_score,
+                        t.risk_flags.join(",")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Show { log, trace, json } => {
+            let doc = show_trace(&log, &trace)?;
+            if json {
+                println!("{}", to_json(&doc)?);
+            } else {
+                print!("{}", render_trace(&doc));
+            }
+            Ok(0)
+        }
+        Command::Prove { log, event } => {
+            let bundle = agent_audit::proof::prove(&log, &event)?;
+            println!("{}", to_json(&bundle)?);
+            Ok(0)
+        }
+        Command::VerifyProof { proof, keys } => {
+            let text = if proof.as_os_str() == "-" {
+                let mut s = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut s)
+                    .map_err(|e| AuditError::io("cannot read stdin", e))?;
+                s
+            } else {
+                std::fs::read(&proof)
+                    .map_err(|e| AuditError::io(format!("cannot read {}", proof.display()), e))?
+            };
+            let bundle = agent_audit::jcs::parse_strict(&text)?;
+            match agent_audit::proof::check_proof(&bundle, &load_keys(&keys)?) {
+                Ok(c) => {
+                    println!(
+                        "OK: record seq {} ({}) is in stream {} under the checkpoint of {} records signed by key {}",
+                        c.seq, c.record_hash, c.stream_id, c.tree_size, c.key_id
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    println!("INVALID: {e}");
+                    Ok(1)
+                }
+            }
+        }
+        Command::Erase {
+            log,
+            events,
+            reason,
+        } => {
+            let n = agent_audit::verify::erase_payloads(&log, &events, &reason)?;
+            println!("erased {n} payload(s)");
+            Ok(0)
+        }
+    }
+}
