@@ -30,7 +30,7 @@ pub const GENESIS_PREV: &str =
 pub fn fmt_sha256(h: &[u8; 32]) -> String {
     let mut s = String::with_capacity(71);
     s.push_str("sha256:");
-    s.push_str(&hex::encode(h));
+    crate::ids::push_hex(&mut s, h);
     s
 }
 

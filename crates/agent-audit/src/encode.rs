@@ -41,6 +41,9 @@ pub struct RecordEncoder {
     /// User ids are always hashed under the tenant key when hashing is on.
     salts: SaltSource,
     scratch: Vec<u8>,
+    // The last principal seen and its encoded form: every event of a trace
+    // shares one `Arc`, so this saves a clone, a hash and a serialization.
+    principal_cache: Option<(Option<Arc<Principal>>, Option<Value>)>,
 }
 
 impl RecordEncoder {
@@ -61,6 +64,7 @@ impl RecordEncoder {
             hasher: ValueHasher::new(hashing_key),
             salts: SaltSource::default(),
             scratch: Vec::with_capacity(4096),
+            principal_cache: None,
         })
     }
 
@@ -92,6 +96,27 @@ impl RecordEncoder {
             p.user_id_hash = Some(self.hasher.hash_bytes(uid.as_bytes()));
         }
         p
+    }
+
+    fn encoded_principal(&mut self, event: Option<Arc<Principal>>) -> Result<Option<Value>> {
+        if let Some((cached, value)) = &self.principal_cache {
+            let same = match (cached, &event) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if same {
+                return Ok(value.clone());
+            }
+        }
+        let p = self.principal(event.as_ref());
+        let value = if p == Principal::default() {
+            None
+        } else {
+            Some(serde_json::to_value(&p).map_err(json_err)?)
+        };
+        self.principal_cache = Some((event, value.clone()));
+        Ok(value)
     }
 
     /// The envelope (without `v`, `stream_id`, `seq`, `prev`, `hash`) and
@@ -126,12 +151,8 @@ impl RecordEncoder {
         if let Some(p) = parent_span_id {
             env.insert("parent_span_id".into(), Value::String(p.to_string()));
         }
-        let principal = self.principal(principal.as_ref());
-        if principal != Principal::default() {
-            env.insert(
-                "principal".into(),
-                serde_json::to_value(&principal).map_err(json_err)?,
-            );
+        if let Some(p) = self.encoded_principal(principal)? {
+            env.insert("principal".into(), p);
         }
         let retention = retention_class
             .map(|r| r.to_string())
@@ -205,7 +226,7 @@ impl RecordEncoder {
             let digest = payload_digest(&salt, &data, &mut self.scratch)?;
             env.insert("payload_digest".into(), Value::String(digest));
             let mut p = Map::new();
-            p.insert("salt".into(), Value::String(hex::encode(salt)));
+            p.insert("salt".into(), Value::String(crate::ids::to_hex(&salt)));
             p.insert("data".into(), data);
             Some(Value::Object(p))
         };

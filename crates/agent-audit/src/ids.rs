@@ -116,7 +116,7 @@ fn parse_hex_id(s: &str, out: &mut [u8], what: &str) -> Result<()> {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(&to_hex(&self.0))
     }
 }
 impl fmt::Debug for TraceId {
@@ -126,7 +126,7 @@ impl fmt::Debug for TraceId {
 }
 impl fmt::Display for SpanId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(&to_hex(&self.0))
     }
 }
 impl fmt::Debug for SpanId {
@@ -296,12 +296,62 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Appends the lowercase hex of `bytes` to `out` (a table lookup per
+/// byte; `hex::encode` builds its string a character at a time).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+thread_local! {
+    // Random bytes for event ids, drawn from the OS in blocks: one syscall
+    // per 409 ids instead of one per id.
+    static UUID_POOL: std::cell::RefCell<(Vec<u8>, usize)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+fn fill_uuid_random(rand: &mut [u8; 10]) {
+    let ok = UUID_POOL.with(|pool| {
+        let Ok(mut pool) = pool.try_borrow_mut() else {
+            return false;
+        };
+        let (buf, pos) = &mut *pool;
+        if *pos + 10 > buf.len() {
+            buf.resize(4096, 0);
+            if getrandom::fill(buf).is_err() {
+                buf.clear();
+                return false;
+            }
+            *pos = 0;
+        }
+        match buf.get(*pos..*pos + 10) {
+            Some(chunk) => {
+                rand.copy_from_slice(chunk);
+                *pos += 10;
+                true
+            }
+            None => false,
+        }
+    });
+    if !ok {
+        rand[..8].copy_from_slice(&next_u64().to_le_bytes());
+    }
+}
+
 /// A new UUIDv7 whose time part is `ts`.
 pub fn uuid_v7_at(ts: Timestamp) -> uuid::Uuid {
     let mut rand = [0u8; 10];
-    if getrandom::fill(&mut rand).is_err() {
-        rand[..8].copy_from_slice(&next_u64().to_le_bytes());
-    }
+    fill_uuid_random(&mut rand);
     let ms = u64::try_from(ts.unix_millis()).unwrap_or(0);
     uuid::Builder::from_unix_timestamp_millis(ms, &rand).into_uuid()
 }
@@ -347,6 +397,12 @@ mod tests {
         assert!(SpanId::parse("xyz").is_err());
         reseed_after_fork();
         assert!(seen.insert(SpanId::random()));
+    }
+
+    #[test]
+    fn hex_matches_the_hex_crate() {
+        let b: Vec<u8> = (0..=255).collect();
+        assert_eq!(to_hex(&b), hex::encode(&b));
     }
 
     #[test]

@@ -122,7 +122,12 @@ impl KeyPair {
         msg.extend_from_slice(SIGNING_DOMAIN);
         msg.extend_from_slice(hash);
         let sig: Signature = self.key.sign(&msg);
-        format!("ed25519:{}:{}", self.key_id, hex::encode(sig.to_bytes()))
+        let mut out = String::with_capacity(8 + self.key_id.len() + 1 + 128);
+        out.push_str("ed25519:");
+        out.push_str(&self.key_id);
+        out.push(':');
+        crate::ids::push_hex(&mut out, &sig.to_bytes());
+        out
     }
 }
 

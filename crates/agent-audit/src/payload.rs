@@ -147,9 +147,15 @@ impl ValueHasher {
             Some(k) => {
                 let mut mac = k.clone();
                 mac.update(bytes);
-                format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+                let mut s = String::from("hmac-sha256:");
+                crate::ids::push_hex(&mut s, &mac.finalize().into_bytes());
+                s
             }
-            None => format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            None => {
+                let mut s = String::from("sha256:");
+                crate::ids::push_hex(&mut s, &Sha256::digest(bytes));
+                s
+            }
         }
     }
 

@@ -723,55 +723,50 @@ impl Body {
         }
     }
 
-    fn floats(&self) -> Vec<(&'static str, f64)> {
-        let mut out = Vec::new();
-        let mut outcome = |o: &Outcome| {
+    /// Calls `f` with every float field (for validation), allocation-free.
+    fn for_each_float(&self, mut f: impl FnMut(&'static str, f64)) {
+        let outcome = |o: &Outcome, f: &mut dyn FnMut(&'static str, f64)| {
             if let Some(d) = o.duration_ms {
-                out.push(("duration_ms", d));
+                f("duration_ms", d);
             }
         };
         match self {
             Body::LlmCall(c) => {
-                outcome(&c.outcome);
+                outcome(&c.outcome, &mut f);
                 if let Some(x) = c.cost_usd {
-                    out.push(("cost_usd", x));
+                    f("cost_usd", x);
                 }
             }
-            Body::ToolCall(c) => outcome(&c.outcome),
-            Body::AgentSpawn(c) => outcome(&c.outcome),
+            Body::ToolCall(c) => outcome(&c.outcome, &mut f),
+            Body::AgentSpawn(c) => outcome(&c.outcome, &mut f),
             Body::Retrieval(c) => {
-                outcome(&c.outcome);
-                out.extend(
-                    c.retrieved_docs
-                        .iter()
-                        .filter_map(|d| d.score.map(|s| ("score", s))),
-                );
+                outcome(&c.outcome, &mut f);
+                for s in c.retrieved_docs.iter().filter_map(|d| d.score) {
+                    f("score", s);
+                }
             }
             Body::TraceEnd(c) => {
                 if let Some(d) = c.duration_ms {
-                    out.push(("duration_ms", d));
+                    f("duration_ms", d);
                 }
             }
             Body::Decision(c) => {
                 if let Some(x) = c.confidence {
-                    out.push(("confidence", x));
+                    f("confidence", x);
                 }
             }
             Body::Guardrail(g) => {
-                out.extend(
-                    g.guardrails
-                        .iter()
-                        .filter_map(|v| v.score.map(|s| ("score", s))),
-                );
+                for s in g.guardrails.iter().filter_map(|v| v.score) {
+                    f("score", s);
+                }
             }
             Body::HumanReview(h) => {
                 if let Some(x) = h.wait_ms {
-                    out.push(("wait_ms", x));
+                    f("wait_ms", x);
                 }
             }
             _ => {}
         }
-        out
     }
 }
 
@@ -863,11 +858,14 @@ impl Event {
                 "kind {kind} is written by the log itself and cannot be submitted"
             )));
         }
-        for (name, x) in self.body.floats() {
+        let mut bad_float: Option<String> = None;
+        self.body.for_each_float(|name, x| {
+            if bad_float.is_some() {
+                return;
+            }
             if !x.is_finite() {
-                return Err(AuditError::invalid_event(format!(
-                    "{kind}.{name} must be a finite number, got {x}"
-                )));
+                bad_float = Some(format!("{kind}.{name} must be a finite number, got {x}"));
+                return;
             }
             let in_range = match name {
                 "confidence" => (0.0..=1.0).contains(&x),
@@ -875,10 +873,11 @@ impl Event {
                 _ => x >= 0.0,
             };
             if !in_range {
-                return Err(AuditError::invalid_event(format!(
-                    "{kind}.{name} is out of range: {x}"
-                )));
+                bad_float = Some(format!("{kind}.{name} is out of range: {x}"));
             }
+        });
+        if let Some(msg) = bad_float {
+            return Err(AuditError::invalid_event(msg));
         }
         if self.risk.score > 100 {
             return Err(AuditError::invalid_event(format!(
@@ -955,29 +954,28 @@ impl Event {
 }
 
 /// Approximate serialized size of a JSON value, without allocating.
+/// Below 32 levels the estimate is coarse (16 bytes an element), so a
+/// deeply nested value cannot make this recurse deeply.
 pub fn approx_value_bytes(v: &Value) -> usize {
-    // An explicit stack: a deeply nested value must not overflow ours.
-    let mut stack: Vec<&Value> = vec![v];
-    let mut total = 0usize;
-    while let Some(v) = stack.pop() {
-        total += match v {
-            Value::Null | Value::Bool(_) => 5,
-            Value::Number(_) => 12,
-            Value::String(s) => s.len() + 2,
-            Value::Array(a) => {
-                stack.extend(a.iter());
-                2 + a.len()
-            }
-            Value::Object(o) => {
-                for (k, v) in o {
-                    total += k.len() + 4;
-                    stack.push(v);
-                }
-                2
-            }
-        };
+    approx_at(v, 0)
+}
+
+fn approx_at(v: &Value, depth: usize) -> usize {
+    const DEEP: usize = 32;
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) if depth >= DEEP => 2 + 16 * a.len(),
+        Value::Object(o) if depth >= DEEP => 2 + 16 * o.len(),
+        Value::Array(a) => 2 + a.iter().map(|x| 1 + approx_at(x, depth + 1)).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| k.len() + 4 + approx_at(x, depth + 1))
+                .sum::<usize>()
+        }
     }
-    total
 }
 
 #[cfg(test)]

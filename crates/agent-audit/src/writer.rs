@@ -273,6 +273,7 @@ impl AuditLog {
             counters: counters.clone(),
             stop_retrying: stop_retrying.clone(),
             pending: Vec::with_capacity(1 << 20),
+            pending_records: 0,
             pending_checkpoint: None,
             checkpoint_every: config.checkpoint_every,
             checkpoint_interval: config.checkpoint_interval,
@@ -522,8 +523,9 @@ struct Writer {
     stream_dir: PathBuf,
     counters: Arc<Counters>,
     stop_retrying: Arc<AtomicBool>,
-    // Sealed lines not yet in the file.
+    // Sealed lines not yet in the file, and how many records they hold.
     pending: Vec<u8>,
+    pending_records: u64,
     // The last checkpoint line sealed, for head.json once it is written.
     pending_checkpoint: Option<Vec<u8>>,
     checkpoint_every: u64,
@@ -679,7 +681,9 @@ impl Writer {
             .encoder
             .encode(event)
             .and_then(|(env, payload)| self.chain.seal(env, payload.as_ref(), &mut self.pending));
-        if sealed.is_err() {
+        if sealed.is_ok() {
+            self.pending_records += 1;
+        } else {
             // Only a value the encoder cannot canonicalize gets here; it is
             // counted and recorded as a gap, never silently skipped.
             self.counters.dropped_total.fetch_add(1, Ordering::Relaxed);
@@ -690,12 +694,14 @@ impl Writer {
     fn seal_writer_record(&mut self, body: &Body, ts: Timestamp) -> Result<()> {
         let env = crate::chain::writer_envelope(body, ts)?;
         self.chain.seal(env, None, &mut self.pending)?;
+        self.pending_records += 1;
         Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<()> {
         let start = self.pending.len();
         self.chain.checkpoint(Timestamp::now(), &mut self.pending)?;
+        self.pending_records += 1;
         self.pending_checkpoint = self.pending.get(start..).map(<[u8]>::to_vec);
         self.last_checkpoint = Instant::now();
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -728,7 +734,12 @@ impl Writer {
             self.segment.append(chunk).map_err(|e| {
                 AuditError::io(format!("cannot write {}", self.segment.path.display()), e)
             })?;
-            let records = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            let records = if take == self.pending.len() {
+                self.pending_records
+            } else {
+                chunk.iter().filter(|b| **b == b'\n').count() as u64
+            };
+            self.pending_records -= records.min(self.pending_records);
             self.counters.written.fetch_add(records, Ordering::Relaxed);
             self.counters
                 .bytes_written
