@@ -156,11 +156,12 @@ impl ChainWriter {
 
     /// Seals `envelope` (which must not hold `v`, `stream_id`, `seq`,
     /// `prev`, `hash`, `sig` or `payload`) and appends the JSON line to `out`.
-    /// `payload` is stored after the envelope, outside the hash.
+    /// `payload` (JSON text of an object) is stored after the envelope,
+    /// outside the hash.
     pub fn seal(
         &mut self,
         mut envelope: Map<String, Value>,
-        payload: Option<&Value>,
+        payload: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<Sealed> {
         let is_checkpoint = envelope.get("kind").and_then(Value::as_str) == Some("checkpoint");
@@ -194,7 +195,7 @@ impl ChainWriter {
         }
         if let Some(p) = payload {
             out.extend_from_slice(b",\"payload\":");
-            serde_json::to_writer(&mut *out, p).map_err(json_err)?;
+            out.extend_from_slice(p);
         }
         out.extend_from_slice(b"}\n");
 
@@ -253,6 +254,7 @@ mod tests {
         env.insert("kind".into(), "decision".into());
         env.insert("decision".into(), "go".into());
         let payload = serde_json::json!({"salt": "00", "data": {"reasoning": "x"}});
+        let payload = serde_json::to_vec(&payload).unwrap();
         let a = chain.seal(env.clone(), Some(&payload), &mut out).unwrap();
         let b = chain.seal(env, None, &mut out).unwrap();
         let c = chain.checkpoint(Timestamp::now(), &mut out).unwrap();

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
+use crate::chain::fmt_sha256;
 use crate::chain::json_err;
 use crate::error::{AuditError, Result};
 use crate::ids::uuid_v7_at;
-use crate::payload::{
-    PayloadLimits, SaltSource, ValueHasher, normalize, payload_digest, truncate_strings,
-};
+use crate::payload::{PayloadLimits, SaltSource, ValueHasher, normalize, truncate_strings};
 use crate::record::{Body, CaptureMode, Event, PayloadPart, Principal};
 use crate::redact::{RedactionReport, Redactor};
 
@@ -120,8 +120,9 @@ impl RecordEncoder {
     }
 
     /// The envelope (without `v`, `stream_id`, `seq`, `prev`, `hash`) and
-    /// the stored payload `{salt, data}` of one event.
-    pub fn encode(&mut self, event: Event) -> Result<(Map<String, Value>, Option<Value>)> {
+    /// the stored payload `{"data":…,"salt":…}` of one event, as canonical
+    /// JSON text.
+    pub fn encode(&mut self, event: Event) -> Result<(Map<String, Value>, Option<Vec<u8>>)> {
         let Event {
             ts,
             trace_id,
@@ -223,12 +224,24 @@ impl RecordEncoder {
         } else {
             let salt = self.salts.next_salt();
             let data = Value::Object(data);
-            let digest = payload_digest(&salt, &data, &mut self.scratch)?;
-            env.insert("payload_digest".into(), Value::String(digest));
-            let mut p = Map::new();
-            p.insert("salt".into(), Value::String(crate::ids::to_hex(&salt)));
-            p.insert("data".into(), data);
-            Some(Value::Object(p))
+            self.scratch.clear();
+            crate::jcs::canonicalize_into(&data, &mut self.scratch)?;
+            let digest: [u8; 32] = Sha256::new()
+                .chain_update(salt)
+                .chain_update(&self.scratch)
+                .finalize()
+                .into();
+            env.insert("payload_digest".into(), Value::String(fmt_sha256(&digest)));
+            // The stored payload is itself canonical ("data" sorts before
+            // "salt"), so a verifier can check the digest over its bytes
+            // without parsing them.
+            let mut p = Vec::with_capacity(self.scratch.len() + 96);
+            p.extend_from_slice(b"{\"data\":");
+            p.extend_from_slice(&self.scratch);
+            p.extend_from_slice(b",\"salt\":\"");
+            p.extend_from_slice(crate::ids::to_hex(&salt).as_bytes());
+            p.extend_from_slice(b"\"}");
+            Some(p)
         };
         Ok((env, stored))
     }

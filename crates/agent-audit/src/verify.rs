@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::chain::{GENESIS_PREV, envelope_hash, parse_sha256, take_unhashed};
 use crate::error::Result;
@@ -248,6 +249,113 @@ impl Ctx<'_> {
     }
 }
 
+/// The top-level fields the sequence checks need, read without building a
+/// tree of the whole record.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    v: Option<u64>,
+    #[serde(borrow)]
+    stream_id: Option<std::borrow::Cow<'a, str>>,
+    seq: Option<u64>,
+    #[serde(borrow)]
+    prev: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload_digest: Option<std::borrow::Cow<'a, str>>,
+    tree_size: Option<u64>,
+    #[serde(borrow)]
+    root: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    public_key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    hash: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    sig: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: Option<&'a serde_json::value::RawValue>,
+}
+
+const HASH_KEY: &[u8] = b",\"hash\":\"sha256:";
+
+/// The common case, without re-canonicalizing: the writer lays a record
+/// out as its canonical envelope followed by `hash`, so SHA-256 over those
+/// bytes (closed by `}`) must give `hash`, and a stored payload is
+/// `{"data":<canonical>,"salt":…}` so its digest can be taken over the
+/// bytes as they are. A match proves the bytes are the ones hashed; any
+/// other outcome falls back to the full check, which says what is wrong.
+fn fast_check(line: &Line<'_>, stream_id: &str) -> Option<Rec> {
+    if !line.terminated {
+        return None;
+    }
+    let bytes = line.bytes;
+    let mut hash = None;
+    for pos in memchr::memmem::find_iter(bytes, HASH_KEY) {
+        let hex_start = pos + HASH_KEY.len();
+        let mut claimed = [0u8; 32];
+        if hex::decode_to_slice(bytes.get(hex_start..hex_start + 64)?, &mut claimed).is_ok() {
+            let actual: [u8; 32] = Sha256::new()
+                .chain_update(bytes.get(..pos)?)
+                .chain_update(b"}")
+                .finalize()
+                .into();
+            if actual == claimed {
+                hash = Some(claimed);
+                break;
+            }
+        }
+    }
+    let hash = hash?;
+    let head: Head<'_> = serde_json::from_slice(bytes).ok()?;
+    if head.hash.as_deref().and_then(parse_sha256) != Some(hash)
+        || head.v != Some(SCHEMA_VERSION)
+        || head.stream_id.as_deref() != Some(stream_id)
+    {
+        return None;
+    }
+    match (head.payload_digest.as_deref(), head.payload) {
+        (None, None) => {}
+        (Some(digest), Some(raw)) => {
+            let p = raw.get().as_bytes();
+            let data = p.strip_prefix(b"{\"data\":")?;
+            let (data, salt) = data.split_at(data.len().checked_sub(77)?);
+            let salt = salt.strip_prefix(b",\"salt\":\"")?.strip_suffix(b"\"}")?;
+            let mut salt_bytes = [0u8; 32];
+            hex::decode_to_slice(salt, &mut salt_bytes).ok()?;
+            let d: [u8; 32] = Sha256::new()
+                .chain_update(salt_bytes)
+                .chain_update(data)
+                .finalize()
+                .into();
+            if parse_sha256(digest) != Some(d) {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    let kind = head.kind.as_deref().unwrap_or_default().to_string();
+    let checkpoint = (kind == "checkpoint").then(|| {
+        (
+            head.tree_size.unwrap_or(u64::MAX),
+            head.root.as_deref().unwrap_or_default().to_string(),
+        )
+    });
+    let stream_start_key = (kind == "stream_start")
+        .then(|| head.public_key.as_deref().map(str::to_string))
+        .flatten();
+    Some(Rec {
+        seq: head.seq?,
+        hash,
+        prev: head.prev.as_deref().and_then(parse_sha256),
+        segment: line.segment,
+        offset: line.offset,
+        kind,
+        checkpoint,
+        sig: head.sig.map(|s| s.into_owned()),
+        stream_start_key,
+    })
+}
+
 /// Checks one line on its own: parse, hash, payload digest. Returns what
 /// the sequence checks need.
 fn check_line(
@@ -256,6 +364,9 @@ fn check_line(
     erased: &mut u64,
     scratch: &mut Vec<u8>,
 ) -> Option<Rec> {
+    if let Some(rec) = fast_check(line, &ctx.stream_id) {
+        return Some(rec);
+    }
     let at = Some((line.segment, line.offset));
     let parsed = parse_strict(line.bytes);
     let mut map = match parsed {

@@ -680,7 +680,7 @@ impl Writer {
         let sealed = self
             .encoder
             .encode(event)
-            .and_then(|(env, payload)| self.chain.seal(env, payload.as_ref(), &mut self.pending));
+            .and_then(|(env, payload)| self.chain.seal(env, payload.as_deref(), &mut self.pending));
         if sealed.is_ok() {
             self.pending_records += 1;
         } else {
