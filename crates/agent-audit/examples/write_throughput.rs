@@ -1,0 +1,55 @@
+//! Writes N typical tool-call events through one writer and prints the
+//! writer's events/s: a quick check, and a target for `perf` or
+//! `valgrind --tool=callgrind` (instruction counts do not depend on how
+//! busy the machine is).
+//!
+//! ```sh
+//! cargo run --release -p agent-audit --example write_throughput -- 100000 /tmp/tp
+//! ```
+
+use std::time::{Duration, Instant};
+
+use agent_audit::record::{Body, Outcome, ResultStatus, ToolCall, ToolInfo};
+use agent_audit::{AuditLog, Event, LogConfig, Overflow, PayloadPart, SpanId, TraceId};
+use serde_json::json;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let n: u64 = args.next().map_or(Ok(100_000), |s| s.parse())?;
+    let dir = args.next().unwrap_or_else(|| "./throughput-log".into());
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = LogConfig::new(&dir);
+    config.queue_capacity = 1 << 20;
+    config.queue_max_bytes = 1 << 31;
+    config.overflow = Overflow::Block(Duration::from_secs(60));
+    config.sign_records = std::env::var_os("SIGN_RECORDS").is_some();
+    let trace = TraceId::random();
+    let parent = SpanId::random();
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            Event::new(Body::ToolCall(ToolCall {
+                tool: ToolInfo { name: "crm.update_customer".into(), version: Some("2.3.1".into()), ..Default::default() },
+                outcome: Outcome { result_status: Some(ResultStatus::Ok), duration_ms: Some(12.5), error_type: None },
+                ..Default::default()
+            }))
+            .in_trace(trace, SpanId::random(), Some(parent))
+            .with_part(PayloadPart::Args, json!({"customer_id": format!("cus_{i:08}"), "email": "jane.doe@example.com", "sql": "UPDATE customers SET tier = ? WHERE id = ?", "tier": "gold", "notify": true}))
+            .with_part(PayloadPart::Result, json!({"status": "updated", "rows_affected": 1, "ticket": format!("TCK-{i:06}")}))
+        })
+        .collect();
+    let log = AuditLog::open(config)?;
+    let t = Instant::now();
+    for e in events {
+        log.emit(e)?;
+    }
+    if !log.shutdown(Duration::from_secs(600)) {
+        return Err("shutdown timed out".into());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{n} events in {secs:.3}s: {:.0} events/s (dropped {})",
+        n as f64 / secs,
+        log.stats().dropped
+    );
+    Ok(())
+}
