@@ -33,6 +33,9 @@ pub struct EncoderSettings {
     pub limits: PayloadLimits,
 }
 
+/// An encoded event: the envelope fields and the stored payload's JSON text.
+pub type Encoded = (Map<String, Value>, Option<Vec<u8>>);
+
 /// Builds envelopes and payloads. One per writer thread.
 pub struct RecordEncoder {
     settings: EncoderSettings,
@@ -122,7 +125,7 @@ impl RecordEncoder {
     /// The envelope (without `v`, `stream_id`, `seq`, `prev`, `hash`) and
     /// the stored payload `{"data":…,"salt":…}` of one event, as canonical
     /// JSON text.
-    pub fn encode(&mut self, event: Event) -> Result<(Map<String, Value>, Option<Vec<u8>>)> {
+    pub fn encode(&mut self, event: Event) -> Result<Encoded> {
         let Event {
             ts,
             trace_id,

@@ -87,9 +87,20 @@ pub fn event_from_map(m: &mut Map<String, Value>) -> Result<Event> {
     if kind.is_writer_only() {
         return Err(bad(format!("kind {kind} is written by the log itself")));
     }
-    let ts = match take_str(m, "ts")? {
-        Some(t) => Timestamp::parse_rfc3339(&t)?,
-        None => Timestamp::now(),
+    // RFC 3339 text, or milliseconds since the epoch (what JavaScript's
+    // Date.now() and Python's time.time() * 1000 give).
+    let ts = match m.remove("ts") {
+        None | Some(Value::Null) => Timestamp::now(),
+        Some(Value::String(t)) => Timestamp::parse_rfc3339(&t)?,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(ms) if ms.is_finite() && ms.abs() < 1e15 => Timestamp((ms * 1e6) as i64),
+            _ => return Err(bad(format!("ts out of range: {n}"))),
+        },
+        Some(other) => {
+            return Err(bad(format!(
+                "ts must be RFC 3339 text or epoch milliseconds, got {other}"
+            )));
+        }
     };
     let trace_id = take_str(m, "trace_id")?
         .map(|s| TraceId::parse(&s))
@@ -233,6 +244,14 @@ mod tests {
             let err = parse_event_line(line).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
         }
+    }
+
+    #[test]
+    fn ts_may_be_epoch_milliseconds() {
+        let e =
+            parse_event_line(br#"{"kind":"decision","decision":"a","ts":1776347077123}"#).unwrap();
+        assert_eq!(e.ts.to_rfc3339(), "2026-04-16T13:44:37.123Z");
+        assert!(parse_event_line(br#"{"kind":"decision","decision":"a","ts":true}"#).is_err());
     }
 
     #[test]

@@ -34,4 +34,4 @@ pub mod writer;
 pub use error::{AuditError, ErrorKind, Result};
 pub use ids::{SpanId, Timestamp, TraceId};
 pub use record::{Body, CaptureMode, Event, Kind, PayloadPart, Principal, Risk};
-pub use writer::{AuditLog, FsyncPolicy, KeySource, LogConfig, Overflow, Stats};
+pub use writer::{AuditLog, FsyncPolicy, KeySource, LogConfig, Overflow, ShutdownReason, Stats};

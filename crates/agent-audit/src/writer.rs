@@ -137,6 +137,39 @@ impl LogConfig {
     }
 }
 
+/// Why a stream was closed, written in `stream_end.reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// An explicit `shutdown()` call.
+    Shutdown,
+    /// The process is exiting (atexit, beforeExit, exit hooks).
+    Exit,
+    /// A termination signal (SIGTERM, SIGINT).
+    Signal,
+}
+
+impl ShutdownReason {
+    /// The `stream_end.reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownReason::Shutdown => "shutdown",
+            ShutdownReason::Exit => "exit",
+            ShutdownReason::Signal => "signal",
+        }
+    }
+
+    /// Parses `shutdown` | `exit` | `signal`.
+    pub fn parse(s: &str) -> Option<ShutdownReason> {
+        [
+            ShutdownReason::Shutdown,
+            ShutdownReason::Exit,
+            ShutdownReason::Signal,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
 /// Counters of a writer, read without stopping it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -159,7 +192,7 @@ pub struct Stats {
 enum Msg {
     Event(Box<Event>, usize),
     Flush(Sender<bool>),
-    Shutdown(Sender<bool>),
+    Shutdown(Sender<bool>, &'static str),
 }
 
 #[derive(Default)]
@@ -426,6 +459,12 @@ impl AuditLog {
     /// `Closed`. Returns `false` if it did not finish within `timeout`.
     /// Idempotent.
     pub fn shutdown(&self, timeout: Duration) -> bool {
+        self.shutdown_with_reason(timeout, ShutdownReason::Shutdown)
+    }
+
+    /// [`shutdown`](AuditLog::shutdown), recording why the stream closed
+    /// (an exit hook or a signal handler says so in `stream_end.reason`).
+    pub fn shutdown_with_reason(&self, timeout: Duration, reason: ShutdownReason) -> bool {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return true;
         }
@@ -434,7 +473,7 @@ impl AuditLog {
         if self
             .shared
             .tx
-            .send_timeout(Msg::Shutdown(ack_tx), timeout)
+            .send_timeout(Msg::Shutdown(ack_tx, reason.as_str()), timeout)
             .is_err()
         {
             self.shared.stop_retrying.store(true, Ordering::Release);
@@ -613,8 +652,8 @@ impl Writer {
                     let ok = self.flush_all();
                     let _ = ack.send(ok);
                 }
-                Msg::Shutdown(ack) => {
-                    let ok = self.close("shutdown").is_ok();
+                Msg::Shutdown(ack, reason) => {
+                    let ok = self.close(reason).is_ok();
                     let _ = ack.send(ok);
                     return true;
                 }
@@ -838,7 +877,7 @@ impl Writer {
                     self.encode_event(*e);
                     self.counters.queued_bytes.fetch_sub(size, Ordering::AcqRel);
                 }
-                Msg::Flush(ack) | Msg::Shutdown(ack) => {
+                Msg::Flush(ack) | Msg::Shutdown(ack, _) => {
                     let _ = ack.send(true);
                 }
             }

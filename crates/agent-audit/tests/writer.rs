@@ -363,3 +363,14 @@ fn io_errors_are_retried_and_the_log_stays_valid() {
     );
     eprintln!("{done}; tool calls written {written}, lost {lost}");
 }
+
+#[test]
+fn shutdown_reason_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(config(dir.path())).unwrap();
+    assert!(log.shutdown_with_reason(Duration::from_secs(10), agent_audit::ShutdownReason::Signal));
+    let recs = records(dir.path());
+    let end = recs.iter().find(|r| r["kind"] == "stream_end").unwrap();
+    assert_eq!(end["reason"], "signal");
+    assert_clean(dir.path());
+}
