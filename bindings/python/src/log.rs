@@ -1,0 +1,509 @@
+//! `AuditLog` and `SpanContext`: thin wrappers over the core's writer
+//! handle and trace ids. Events are built here, on the caller's thread,
+//! from Python values copied by [`crate::convert`]; everything after the
+//! queue happens on the core's writer thread.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agent_audit::ingest::event_from_map;
+use agent_audit::options::LogOptions;
+use agent_audit::record::{Caller, OtelContext, Outcome, ResultStatus, ToolCall, ToolInfo};
+use agent_audit::{
+    AuditLog, Body, CaptureMode, Event, Overflow, PayloadPart, Principal, SpanId, Timestamp,
+    TraceId,
+};
+use pyo3::exceptions::{PyBaseException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use serde_json::{Map, Value};
+
+use crate::convert::{Converter, Limits, lossy_string, qualified_name, to_py, to_value};
+use crate::error::{ConfigError, IntoPyResult, InvalidEventError};
+
+/// The trace and span an event belongs to, and who the agent acts for.
+/// Immutable: a child step gets a new context ([`PySpanContext::child`]).
+#[pyclass(frozen, name = "SpanContext", module = "agent_audit._native")]
+pub struct PySpanContext {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    principal: Option<Arc<Principal>>,
+    retention_class: Option<Arc<str>>,
+}
+
+fn parse_caller(caller: Option<&str>) -> PyResult<Option<Caller>> {
+    match caller {
+        None => Ok(None),
+        Some("human") => Ok(Some(Caller::Human)),
+        Some("system") => Ok(Some(Caller::System)),
+        Some(other) => Err(InvalidEventError::new_err(format!(
+            "caller must be \"human\" or \"system\", got {other:?}"
+        ))),
+    }
+}
+
+#[pymethods]
+impl PySpanContext {
+    /// The root span of a new trace; the principal fields given override
+    /// the log's defaults for every event of the trace.
+    #[staticmethod]
+    #[pyo3(signature = (*, user_id=None, session_id=None, agent_id=None, tenant_id=None, caller=None, retention_class=None))]
+    fn new_trace(
+        user_id: Option<String>,
+        session_id: Option<String>,
+        agent_id: Option<String>,
+        tenant_id: Option<String>,
+        caller: Option<&str>,
+        retention_class: Option<&str>,
+    ) -> PyResult<Self> {
+        let principal = Principal {
+            tenant_id,
+            user_id,
+            user_id_hash: None,
+            agent_id,
+            session_id,
+            caller: parse_caller(caller)?,
+        };
+        Ok(PySpanContext {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            parent: None,
+            principal: (principal != Principal::default()).then(|| Arc::new(principal)),
+            retention_class: retention_class.map(Arc::from),
+        })
+    }
+
+    /// A new span in the same trace whose parent is this span.
+    fn child(&self) -> Self {
+        PySpanContext {
+            trace_id: self.trace_id,
+            span_id: SpanId::random(),
+            parent: Some(self.span_id),
+            principal: self.principal.clone(),
+            retention_class: self.retention_class.clone(),
+        }
+    }
+
+    /// A child span whose events are attributed to another agent (a
+    /// sub-agent started under this span).
+    fn child_agent(&self, agent_id: String) -> Self {
+        let mut p = self.principal.as_deref().cloned().unwrap_or_default();
+        p.agent_id = Some(agent_id);
+        PySpanContext {
+            principal: Some(Arc::new(p)),
+            ..self.child()
+        }
+    }
+
+    /// The trace id, 32 lowercase hex characters.
+    #[getter]
+    fn trace_id(&self) -> String {
+        self.trace_id.to_string()
+    }
+
+    /// This span's id, 16 lowercase hex characters.
+    #[getter]
+    fn span_id(&self) -> String {
+        self.span_id.to_string()
+    }
+
+    /// The parent span's id, or None for a trace's root span.
+    #[getter]
+    fn parent_span_id(&self) -> Option<String> {
+        self.parent.map(|p| p.to_string())
+    }
+
+    /// The agent id events of this span are attributed to, if set here.
+    #[getter]
+    fn agent_id(&self) -> Option<String> {
+        self.principal.as_ref().and_then(|p| p.agent_id.clone())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SpanContext(trace_id={}, span_id={}, parent_span_id={})",
+            self.trace_id,
+            self.span_id,
+            self.parent.map_or_else(|| "None".into(), |p| p.to_string())
+        )
+    }
+}
+
+impl PySpanContext {
+    fn place(&self, event: &mut Event) {
+        event.trace_id = Some(self.trace_id);
+        event.span_id = Some(self.span_id);
+        event.parent_span_id = self.parent;
+        if event.principal.is_none() {
+            event.principal = self.principal.clone();
+        }
+        if event.retention_class.is_none() {
+            event.retention_class = self.retention_class.clone();
+        }
+    }
+}
+
+/// One log writer: a stream in a log directory with its background thread.
+#[pyclass(frozen, name = "AuditLog", module = "agent_audit._native")]
+pub struct PyAuditLog {
+    inner: AuditLog,
+    // `overflow="block"` waits for room: without the GIL, so other Python
+    // threads run meanwhile.
+    blocking: bool,
+    // Set in a forked child: the parent's writer thread does not exist here.
+    abandoned: AtomicBool,
+    limits: Limits,
+}
+
+fn parse_status(s: &str) -> PyResult<ResultStatus> {
+    Ok(match s {
+        "ok" => ResultStatus::Ok,
+        "error" => ResultStatus::Error,
+        "timeout" => ResultStatus::Timeout,
+        "blocked" => ResultStatus::Blocked,
+        "cancelled" => ResultStatus::Cancelled,
+        other => {
+            return Err(InvalidEventError::new_err(format!(
+                "status must be ok, error, timeout, blocked or cancelled, got {other:?}"
+            )));
+        }
+    })
+}
+
+fn parse_capture(s: Option<&str>) -> PyResult<Option<CaptureMode>> {
+    s.map(CaptureMode::parse).transpose().py_err()
+}
+
+impl PyAuditLog {
+    fn send(&self, py: Python<'_>, event: Event) -> PyResult<bool> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let log = &self.inner;
+        let result = if self.blocking {
+            py.detach(|| log.emit(event))
+        } else {
+            log.emit(event)
+        };
+        result.py_err()
+    }
+
+    fn error_part(&self, error: &Bound<'_, PyBaseException>) -> (String, Value) {
+        let type_name = qualified_name(error.as_any());
+        let message = match error.str() {
+            Ok(s) => lossy_string(&s),
+            Err(_) => "<str() failed>".into(),
+        };
+        let mut m = Map::with_capacity(2);
+        m.insert("type".into(), Value::String(type_name.clone()));
+        m.insert("message".into(), Value::String(message));
+        (type_name, Value::Object(m))
+    }
+}
+
+#[pymethods]
+impl PyAuditLog {
+    /// Opens a new stream with the core's options (`dir`, `signing_key`,
+    /// `tenant_id` ... as accepted by `LogOptions`) and starts its writer.
+    /// `max_depth`, `max_items` and `max_bytes` bound the copy of each
+    /// value on the caller's thread.
+    #[new]
+    #[pyo3(signature = (options, *, max_depth=32, max_items=1000, max_bytes=8388608, max_repr=1000))]
+    fn new(
+        py: Python<'_>,
+        options: &Bound<'_, PyDict>,
+        max_depth: usize,
+        max_items: usize,
+        max_bytes: usize,
+        max_repr: usize,
+    ) -> PyResult<Self> {
+        let value = to_value(options.as_any(), Limits::default());
+        if value.get("$type").is_some() {
+            return Err(ConfigError::new_err("options must be a dict"));
+        }
+        let config = LogOptions::from_value(value)
+            .and_then(LogOptions::into_config)
+            .py_err()?;
+        let blocking = matches!(config.overflow, Overflow::Block(_));
+        let inner = py.detach(|| AuditLog::open(config)).py_err()?;
+        Ok(PyAuditLog {
+            inner,
+            blocking,
+            abandoned: AtomicBool::new(false),
+            limits: Limits {
+                max_depth: max_depth.max(1),
+                max_items: max_items.max(1),
+                max_bytes,
+                max_repr: max_repr.max(16),
+            },
+        })
+    }
+
+    /// Records one finished tool call. `names` are the positional
+    /// parameter names (after `skip` leading ones such as `self`), extra
+    /// positional arguments go under `varargs`, keyword arguments by
+    /// name. Returns False when the event was not queued (queue full,
+    /// log closed or abandoned); never raises for those.
+    #[pyo3(signature = (ctx, name, version, names, skip, varargs, args, kwargs, status, result, error, duration_ns, capture=None, metadata=None, risk_flags=None, otel=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn tool_call(
+        &self,
+        py: Python<'_>,
+        ctx: &PySpanContext,
+        name: &str,
+        version: Option<&str>,
+        names: &Bound<'_, PyTuple>,
+        skip: usize,
+        varargs: Option<&str>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        status: &str,
+        result: Option<&Bound<'_, PyAny>>,
+        error: Option<&Bound<'_, PyBaseException>>,
+        duration_ns: u64,
+        capture: Option<&str>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        risk_flags: Option<Vec<String>>,
+        otel: Option<(String, String)>,
+    ) -> PyResult<bool> {
+        let status = parse_status(status)?;
+        let capture = parse_capture(capture)?;
+        let mut conv = Converter::new(self.limits);
+        let mut arg_map = Map::new();
+        let mut extra = Vec::new();
+        for (i, a) in args.iter().enumerate().skip(skip) {
+            match names.get_item(i - skip) {
+                Ok(n) => {
+                    let key = n
+                        .cast::<PyString>()
+                        .map(lossy_string)
+                        .unwrap_or_else(|_| format!("arg{i}"));
+                    arg_map.insert(key, conv.top(&a));
+                }
+                Err(_) => extra.push(conv.top(&a)),
+            }
+        }
+        if !extra.is_empty() {
+            arg_map.insert(varargs.unwrap_or("args").to_string(), Value::Array(extra));
+        }
+        if let Some(kw) = kwargs {
+            for (k, v) in kw.iter() {
+                let key = k
+                    .cast::<PyString>()
+                    .map(lossy_string)
+                    .unwrap_or_else(|_| qualified_name(&k));
+                arg_map.insert(key, conv.top(&v));
+            }
+        }
+        let mut payload = BTreeMap::new();
+        payload.insert(PayloadPart::Args, Value::Object(arg_map));
+        let mut error_type = None;
+        if status == ResultStatus::Ok {
+            let v = match result {
+                Some(r) => conv.top(r),
+                None => Value::Null,
+            };
+            payload.insert(PayloadPart::Result, v);
+        } else if let Some(e) = error {
+            let (t, part) = self.error_part(e);
+            error_type = Some(t);
+            payload.insert(PayloadPart::Error, part);
+        }
+        let body = Body::ToolCall(ToolCall {
+            tool: ToolInfo {
+                name: name.to_string(),
+                version: version.map(str::to_string),
+                ..Default::default()
+            },
+            outcome: Outcome {
+                result_status: Some(status),
+                duration_ms: Some(duration_ns as f64 / 1e6),
+                error_type,
+            },
+            ..Default::default()
+        });
+        let now = Timestamp::now();
+        let mut event = Event::new(body);
+        event.ts = Timestamp(
+            now.0
+                .saturating_sub(i64::try_from(duration_ns).unwrap_or(0)),
+        );
+        event.payload = payload;
+        event.capture = capture;
+        if let Some(m) = metadata {
+            event.metadata = Some(match conv.top(m) {
+                Value::Object(o) => o,
+                other => {
+                    let mut o = Map::new();
+                    o.insert("value".into(), other);
+                    o
+                }
+            });
+        }
+        if let Some(flags) = risk_flags {
+            event.risk.flags = flags;
+        }
+        if let Some((trace_id, span_id)) = otel {
+            event.otel = Some(OtelContext { trace_id, span_id });
+        }
+        ctx.place(&mut event);
+        match self.send(py, event) {
+            Ok(queued) => Ok(queued),
+            // Logging after shutdown or a malformed OTel id must not
+            // break the tool: report it as not queued.
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Records an event of any kind a caller may submit. `fields` holds
+    /// the kind's fields (and optionally `risk`, `metadata`, `capture`,
+    /// `otel`, `principal`, `retention_class`); `payload` the erasable
+    /// parts by name (`args`, `result`, `input`, `messages` ...).
+    /// `start_ns` (Unix nanoseconds) is when a span-like step began.
+    /// Raises `InvalidEventError` for malformed events and `ClosedError`
+    /// after shutdown; returns False when the queue was full.
+    #[pyo3(signature = (kind, ctx=None, fields=None, payload=None, start_ns=None))]
+    fn emit(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        ctx: Option<&PySpanContext>,
+        fields: Option<&Bound<'_, PyDict>>,
+        payload: Option<&Bound<'_, PyDict>>,
+        start_ns: Option<i64>,
+    ) -> PyResult<bool> {
+        let mut conv = Converter::new(self.limits);
+        let mut map = match fields.map(|f| conv.top(f.as_any())) {
+            None => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(InvalidEventError::new_err("fields must be a dict")),
+        };
+        for k in ["trace_id", "span_id", "parent_span_id"] {
+            if ctx.is_some() && map.contains_key(k) {
+                return Err(InvalidEventError::new_err(format!(
+                    "{k} comes from the span context; do not pass it as a field"
+                )));
+            }
+        }
+        map.insert("kind".into(), Value::String(kind.to_string()));
+        if let Some(p) = payload {
+            let mut parts = Map::new();
+            for (k, v) in p.iter() {
+                if v.is_none() {
+                    continue;
+                }
+                let key = k
+                    .cast::<PyString>()
+                    .map(lossy_string)
+                    .map_err(|_| InvalidEventError::new_err("payload part names are strings"))?;
+                parts.insert(key, conv.top(&v));
+            }
+            if !parts.is_empty() {
+                map.insert("payload".into(), Value::Object(parts));
+            }
+        }
+        let mut event = event_from_map(&mut map).py_err()?;
+        if let Some(ns) = start_ns {
+            event.ts = Timestamp(ns);
+        }
+        if let Some(c) = ctx {
+            c.place(&mut event);
+        }
+        self.send(py, event)
+    }
+
+    /// Writes what is queued, checkpoints and syncs it; False if that did
+    /// not finish within `timeout` seconds. Releases the GIL meanwhile.
+    #[pyo3(signature = (timeout=5.0))]
+    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let t = seconds(timeout)?;
+        let log = &self.inner;
+        Ok(py.detach(|| log.flush(t)))
+    }
+
+    /// Writes what is queued, closes the stream and stops the writer;
+    /// False if that did not finish within `timeout` seconds. Idempotent.
+    /// Releases the GIL meanwhile.
+    #[pyo3(signature = (timeout=5.0))]
+    fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let t = seconds(timeout)?;
+        let log = &self.inner;
+        Ok(py.detach(|| log.shutdown(t)))
+    }
+
+    /// Gives up this handle without touching its writer: for a forked
+    /// child, where the parent's writer thread does not exist. The handle
+    /// is leaked on purpose so that nothing ever waits for that thread.
+    fn abandon(&self) {
+        if !self.abandoned.swap(true, Ordering::AcqRel) {
+            std::mem::forget(self.inner.clone());
+        }
+    }
+
+    /// Writer counters: written, dropped, queued, queued_bytes,
+    /// bytes_written, io_errors, checkpoints.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("written", s.written)?;
+        d.set_item("dropped", s.dropped)?;
+        d.set_item("queued", s.queued)?;
+        d.set_item("queued_bytes", s.queued_bytes)?;
+        d.set_item("bytes_written", s.bytes_written)?;
+        d.set_item("io_errors", s.io_errors)?;
+        d.set_item("checkpoints", s.checkpoints)?;
+        Ok(d)
+    }
+
+    /// Converts a value as the hot path does, and returns the JSON-shaped
+    /// result: what would be recorded for it (before redaction).
+    fn capture_value<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &to_value(value, self.limits))
+    }
+
+    /// The id of this writer's stream.
+    #[getter]
+    fn stream_id(&self) -> &str {
+        self.inner.stream_id()
+    }
+
+    /// The directory of this writer's stream.
+    #[getter]
+    fn stream_dir(&self) -> String {
+        self.inner.stream_dir().display().to_string()
+    }
+
+    /// The id of the signing key.
+    #[getter]
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+
+    /// Whether the log was shut down (or abandoned after a fork).
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed() || self.abandoned.load(Ordering::Relaxed)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("AuditLog(stream_id={})", self.inner.stream_id())
+    }
+}
+
+fn seconds(timeout: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(timeout.max(0.0))
+        .map_err(|_| PyValueError::new_err(format!("timeout must be seconds, got {timeout}")))
+}

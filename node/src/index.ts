@@ -1,0 +1,1319 @@
+/**
+ * agent-audit for Node.js: tamper-evident audit trails for AI agents.
+ *
+ * ```ts
+ * import * as audit from 'agent-audit';
+ * audit.init({ dir: './audit', tenantId: 'acme', agentId: 'support-v2' });
+ * const query = audit.tool('db.query', async (sql: string) => db.run(sql), { version: '2.3.1' });
+ * await audit.trace('customer_support', { userId }, async (t) => { await query('select 1'); });
+ * await audit.shutdown();
+ * ```
+ *
+ * Each call captures the event on the caller's thread (ids, times, a copy
+ * of the arguments) and hands it to the native writer, which redacts,
+ * hashes, chains, signs and writes it on its own thread. Nothing here
+ * blocks the event loop except the last drain on `exit`, bounded by
+ * `exitTimeoutMs`.
+ * @module
+ */
+import { isMainThread } from 'node:worker_threads';
+import * as native from './native.js';
+import {
+  AlreadyInitializedError,
+  ConfigError,
+  InvalidArgumentError,
+  fromNative,
+} from './errors.js';
+import {
+  bind,
+  currentFrame,
+  currentTrace,
+  storage,
+  validCaptured,
+  type CapturedContext,
+  type Frame,
+  type PrincipalFields,
+} from './context.js';
+
+export * from './errors.js';
+export { currentTrace };
+export type { CapturedContext, PrincipalFields };
+
+// ---------------------------------------------------------------- options
+
+/** Redaction settings (see the core's `RedactionOptions`). */
+export interface RedactionOptions {
+  customPatterns?: Record<string, string>;
+  allowValues?: string[];
+  allowPatterns?: string[];
+  secretKeys?: string[];
+}
+
+/** Options of {@link init}. Only `dir` is required. */
+export interface InitOptions {
+  /** Log directory; this process writes one stream under it. */
+  dir: string;
+  /** Path of an Ed25519 PKCS#8 PEM signing key (`agent-audit keygen`). */
+  signingKey?: string;
+  /** The signing key as PEM text. */
+  signingKeyPem?: string;
+  tenantId?: string;
+  agentId?: string;
+  userId?: string;
+  sessionId?: string;
+  caller?: 'human' | 'system';
+  /** Default retention class (`standard_7y`). */
+  retentionClass?: string;
+  /** Policy version stamped on every event. */
+  policyVersion?: string;
+  /**
+   * Policy rules. Not supported yet: the core has no policy engine, so
+   * anything but `undefined` / `null` is a {@link ConfigError}.
+   */
+  policy?: null;
+  /** `hash` | `redacted` (default) | `raw`. */
+  capture?: 'hash' | 'redacted' | 'raw';
+  /** Tenant hashing key: keyed argument hashes and redaction tokens. */
+  hashingKey?: string;
+  hashUserIds?: boolean;
+  redaction?: RedactionOptions;
+  queueCapacity?: number;
+  queueMaxBytes?: number;
+  /** `drop` (default: never wait) or `block` (wait up to `blockTimeoutMs`). */
+  overflow?: 'drop' | 'block';
+  blockTimeoutMs?: number;
+  checkpointEvery?: number;
+  checkpointIntervalMs?: number;
+  /** `always`, `never` or an interval in milliseconds. */
+  fsync?: 'always' | 'never' | number;
+  segmentMaxBytes?: number;
+  signRecords?: boolean;
+  maxStringBytes?: number;
+  /** Bound of the drain on exit and on SIGTERM / SIGINT (default 5000 ms). */
+  exitTimeoutMs?: number;
+  /** Install the beforeExit / exit / SIGTERM / SIGINT hooks (default true, main thread only). */
+  exitHooks?: boolean;
+}
+
+/** What {@link init} opened. */
+export interface LogInfo {
+  /** This process's stream id. */
+  streamId: string;
+  /** Absolute log directory. */
+  dir: string;
+  /** True when a worker joined the writer another thread had opened. */
+  joined: boolean;
+}
+
+// ------------------------------------------------------------------ state
+
+let log: native.NativeLog | undefined;
+let exitTimeoutMs = 5000;
+let emittedSinceFlush = 0;
+let notLogged = 0;
+let warned = false;
+
+function warnOnce(message: string): void {
+  notLogged++;
+  if (warned) return;
+  warned = true;
+  process.emitWarning(message, { code: 'AGENT_AUDIT_NOT_LOGGED' });
+}
+
+/**
+ * Emits from the wrappers: never throws. Trouble is counted (`stats()`)
+ * and reported once as a warning.
+ */
+function emitQuiet(event: Record<string, unknown>): boolean {
+  const l = log;
+  if (!l) {
+    warnOnce('agent-audit: an event was not logged because init() has not been called (or shutdown() was)');
+    return false;
+  }
+  try {
+    const ok = l.emit(event);
+    emittedSinceFlush++;
+    return ok;
+  } catch (e) {
+    warnOnce(`agent-audit: an event was not logged: ${fromNative(e).message}`);
+    return false;
+  }
+}
+
+/**
+ * Emits an explicit event (`decision`, `memory` …): a malformed event is
+ * API misuse and throws; a closed or missing log is logging trouble and
+ * does not.
+ */
+function emitChecked(event: Record<string, unknown>): boolean {
+  const l = log;
+  if (!l) {
+    warnOnce('agent-audit: an event was not logged because init() has not been called (or shutdown() was)');
+    return false;
+  }
+  try {
+    const ok = l.emit(event);
+    emittedSinceFlush++;
+    return ok;
+  } catch (e) {
+    const err = fromNative(e);
+    if (err.code === 'ERR_AUDIT_INVALID_EVENT') throw err;
+    warnOnce(`agent-audit: an event was not logged: ${err.message}`);
+    return false;
+  }
+}
+
+// ------------------------------------------------------------- lifecycle
+
+const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+let hooksInstalled = false;
+
+function onBeforeExit(): void {
+  // Only when something new was emitted, or beforeExit would fire forever.
+  const l = log;
+  if (!l || l.closed || emittedSinceFlush === 0) return;
+  emittedSinceFlush = 0;
+  l.flush(exitTimeoutMs).catch(() => undefined);
+}
+
+function onExit(): void {
+  const l = log;
+  if (l && !l.closed) l.shutdownSync(exitTimeoutMs);
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  const l = log;
+  const othersListen = process.listenerCount(signal) > 1;
+  if (l && !l.closed) {
+    // Another handler decides what happens next and may still log: flush
+    // what is there. Alone, close the stream before the process goes.
+    if (othersListen) l.flushSync(exitTimeoutMs);
+    else l.shutdownSync(exitTimeoutMs);
+  }
+  if (!othersListen) {
+    // Exit as Node would without a handler: by the signal itself.
+    removeHooks();
+    process.kill(process.pid, signal);
+  }
+}
+
+function installHooks(): void {
+  if (hooksInstalled || !isMainThread) return;
+  hooksInstalled = true;
+  process.on('beforeExit', onBeforeExit);
+  process.on('exit', onExit);
+  for (const s of SIGNALS) process.on(s, onSignal);
+}
+
+function removeHooks(): void {
+  if (!hooksInstalled) return;
+  hooksInstalled = false;
+  process.off('beforeExit', onBeforeExit);
+  process.off('exit', onExit);
+  for (const s of SIGNALS) process.off(s, onSignal);
+}
+
+/**
+ * Opens the audit log. In a worker thread, `init` with the directory the
+ * main thread opened joins the same writer (one stream per process).
+ * Throws {@link ConfigError}, `KeyError` or `IoError` for a bad
+ * configuration and {@link AlreadyInitializedError} when a log is open.
+ */
+export function init(options: InitOptions): LogInfo {
+  if (typeof options !== 'object' || options === null || typeof options.dir !== 'string') {
+    throw new InvalidArgumentError('init() needs an options object with a dir');
+  }
+  if (log && !log.closed) {
+    throw new AlreadyInitializedError(`agent-audit is already initialised with ${log.dir}; call shutdown() first`);
+  }
+  const { exitTimeoutMs: t, exitHooks, policy, ...rest } = options;
+  if (policy !== undefined && policy !== null) {
+    throw new ConfigError('policy rules are not supported yet (the core has no policy engine); use policyVersion to stamp a version');
+  }
+  let opened: native.NativeLog;
+  try {
+    opened = native.openLog(rest);
+  } catch (e) {
+    throw fromNative(e);
+  }
+  log = opened;
+  exitTimeoutMs = typeof t === 'number' && t >= 0 ? t : 5000;
+  emittedSinceFlush = 0;
+  if (exitHooks !== false) installHooks();
+  return { streamId: opened.streamId, dir: opened.dir, joined: opened.reused };
+}
+
+/** Whether a log is open in this thread. */
+export function isInitialized(): boolean {
+  return log !== undefined && !log.closed;
+}
+
+/**
+ * Writes everything emitted so far, off the event loop. Resolves to
+ * false if it did not finish within `timeoutMs` (default 5000).
+ */
+export async function flush(timeoutMs = 5000): Promise<boolean> {
+  const l = log;
+  if (!l || l.closed) return true;
+  emittedSinceFlush = 0;
+  return l.flush(timeoutMs);
+}
+
+/**
+ * Closes the stream (`stream_end`, a last signed checkpoint) off the event
+ * loop and removes the exit hooks. In a worker thread it only flushes and
+ * detaches: the main thread owns the process's writer.
+ */
+export async function shutdown(timeoutMs = 5000): Promise<boolean> {
+  const l = log;
+  if (!l) return true;
+  log = undefined;
+  if (!isMainThread && l.reused) return l.closed ? true : l.flush(timeoutMs);
+  removeHooks();
+  return l.shutdown(timeoutMs);
+}
+
+/** Counters of the writer plus events this thread could not hand to it. */
+export interface AuditStats extends native.LogStats {
+  /** Events not logged here (no log, log closed, or refused). */
+  notLogged: number;
+}
+
+/** Writer counters (written, dropped, queued …). */
+export function stats(): AuditStats {
+  const s = log?.stats() ?? {
+    written: 0, dropped: 0, queued: 0, queuedBytes: 0, bytesWritten: 0, ioErrors: 0, checkpoints: 0,
+  };
+  return { ...s, notLogged };
+}
+
+// ------------------------------------------------------------ read back
+
+/** One finding of the verifier. */
+export interface Finding {
+  code: string;
+  severity: 'info' | 'warning' | 'tampered';
+  stream_id: string;
+  seq?: number;
+  file?: string;
+  offset?: number;
+  message: string;
+}
+
+/** The verifier's report. */
+export interface VerifyReport {
+  streams: Array<{
+    stream_id: string;
+    records: number;
+    checkpoints_verified: number;
+    key_id: string | null;
+    erased_payloads: number;
+    status: 'clean' | 'open' | 'truncated' | 'tampered';
+  }>;
+  findings: Finding[];
+  records: number;
+  /** Whether any finding is tampering. */
+  tampered: boolean;
+  /** 0 clean, 1 tampered (as `agent-audit verify`). */
+  exitCode: number;
+}
+
+/** Options of {@link verify}. */
+export interface VerifyOptions {
+  /** Keys every stream must be signed with: PEM text, PEM path or hex. */
+  trustedKeys?: string[];
+}
+
+/**
+ * Verifies a log directory off the event loop. Rejects with
+ * `InvalidLogError` when `dir` holds no log; tampering is in the report.
+ */
+export async function verify(dir: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+  try {
+    return (await native.verifyLogDir(dir, options)) as VerifyReport;
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+/** The trace document (`agent-audit show LOG TRACE --json`). */
+export async function showTrace(dir: string, traceId: string): Promise<Record<string, unknown>> {
+  try {
+    return (await native.showTraceDoc(dir, traceId)) as Record<string, unknown>;
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+/** A line of `agent-audit traces`. */
+export interface TraceSummary {
+  trace_id: string;
+  task_kind: string | null;
+  started_at: string | null;
+  ended_at: string | null;
+  outcome: string;
+  steps: number;
+  risk_flags: string[];
+  risk_score: number;
+}
+
+/** The traces of a log, oldest first. */
+export async function listTraces(dir: string, options: { flag?: string; since?: string } = {}): Promise<TraceSummary[]> {
+  try {
+    return (await native.listTraceSummaries(dir, options)) as TraceSummary[];
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+// ------------------------------------------------------------------ spans
+
+/** Risk flags and score of a step (0..100). */
+export interface RiskOptions {
+  riskFlags?: string[];
+  riskScore?: number;
+}
+
+interface Span {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string | undefined;
+  parent: Frame | undefined;
+  frame: Frame;
+}
+
+function newSpan(principal?: PrincipalFields): Span {
+  const parent = currentFrame();
+  const traceId = parent?.traceId ?? native.newTraceId();
+  const spanId = native.newSpanId();
+  const merged = principal ? { ...parent?.principal, ...principal } : parent?.principal;
+  const frame: Frame = { traceId, spanId, principal: merged, retentionClass: parent?.retentionClass };
+  return { traceId, spanId, parentSpanId: parent?.spanId, parent, frame };
+}
+
+function envelope(span: Span, kind: string, ts: number, risk?: RiskOptions): Record<string, unknown> {
+  const e: Record<string, unknown> = {
+    kind,
+    ts,
+    trace_id: span.traceId,
+    span_id: span.spanId,
+    parent_span_id: span.parentSpanId,
+    principal: span.frame.principal,
+    retention_class: span.frame.retentionClass,
+  };
+  if (risk && (risk.riskFlags?.length || risk.riskScore)) {
+    e.risk = { flags: risk.riskFlags ?? [], score: risk.riskScore ?? 0 };
+  }
+  return e;
+}
+
+type Status = 'ok' | 'error' | 'cancelled' | 'timeout';
+
+function statusOf(e: unknown): Status {
+  const name = (e as { name?: unknown } | null)?.name;
+  if (name === 'AbortError') return 'cancelled';
+  if (name === 'TimeoutError') return 'timeout';
+  return 'error';
+}
+
+function errorName(e: unknown): string {
+  if (e instanceof Error) return e.name || e.constructor?.name || 'Error';
+  return typeof e;
+}
+
+function errorPart(e: unknown): Record<string, unknown> {
+  if (e instanceof Error) {
+    const part: Record<string, unknown> = { name: errorName(e), message: e.message };
+    const code = (e as { code?: unknown }).code;
+    if (code !== undefined) part.code = code;
+    return part;
+  }
+  return { name: typeof e, message: String(e) };
+}
+
+function elapsed(t0: number): number {
+  return Math.max(0, performance.now() - t0);
+}
+
+// -------------------------------------------------------- results of calls
+
+const MAX_STREAM_ITEMS = 100;
+
+type Finish = (status: Status, result: unknown, error: unknown) => void;
+
+function isThenable(x: unknown): x is PromiseLike<unknown> {
+  return (typeof x === 'object' || typeof x === 'function') && x !== null && typeof (x as PromiseLike<unknown>).then === 'function';
+}
+
+function isWebStream(x: unknown): x is ReadableStream<unknown> {
+  return typeof ReadableStream !== 'undefined' && x instanceof ReadableStream;
+}
+
+function isNodeReadable(x: unknown): x is NodeJS.ReadableStream & { on: Function; readableEnded?: boolean } {
+  const r = x as { pipe?: unknown; on?: unknown; read?: unknown } | null;
+  return typeof r === 'object' && r !== null && typeof r.pipe === 'function' && typeof r.on === 'function' && typeof r.read === 'function';
+}
+
+function isAsyncIterable(x: unknown): x is AsyncIterable<unknown> {
+  return typeof x === 'object' && x !== null && typeof (x as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+}
+
+function isGenerator(x: unknown): x is Generator<unknown> {
+  return Object.prototype.toString.call(x) === '[object Generator]';
+}
+
+function streamResult(type: string, items: unknown[], count: number): Record<string, unknown> {
+  return { $stream: type, count, items, ...(count > items.length ? { truncated: true } : {}) };
+}
+
+/**
+ * Watches a call's result to its end: a promise until it settles, a
+ * stream or iterator until it is consumed (or cancelled), anything else at
+ * once. Returns what the caller gets: the same value, or a wrapper that
+ * behaves like it.
+ */
+function settle(out: unknown, finish: Finish, frame: Frame, captureResult: boolean): unknown {
+  if (isThenable(out)) {
+    return Promise.resolve(out).then(
+      (v) => settleValue(v, finish, frame, captureResult),
+      (e: unknown) => {
+        finish(statusOf(e), undefined, e);
+        throw e;
+      },
+    );
+  }
+  return settleValue(out, finish, frame, captureResult);
+}
+
+function settleValue(v: unknown, finish: Finish, frame: Frame, captureResult: boolean): unknown {
+  if (isWebStream(v)) return wrapWebStream(v, finish, captureResult);
+  if (isNodeReadable(v)) return watchNodeReadable(v, finish);
+  if (isAsyncIterable(v) && typeof v !== 'string') return wrapAsyncIterable(v, finish, frame, captureResult);
+  if (isGenerator(v)) return wrapGenerator(v, finish, frame, captureResult);
+  finish('ok', captureResult ? v : undefined, undefined);
+  return v;
+}
+
+function wrapAsyncIterable(src: AsyncIterable<unknown>, finish: Finish, frame: Frame, captureResult: boolean): AsyncIterableIterator<unknown> {
+  const it = src[Symbol.asyncIterator]();
+  const items: unknown[] = [];
+  let count = 0;
+  let done = false;
+  const end = (status: Status, error: unknown) => {
+    if (done) return;
+    done = true;
+    finish(status, captureResult ? streamResult('AsyncIterable', items, count) : undefined, error);
+  };
+  const wrapper: AsyncIterableIterator<unknown> = {
+    [Symbol.asyncIterator]() {
+      return wrapper;
+    },
+    async next(...args: [] | [unknown]) {
+      try {
+        // The producer's body runs in the tool's span, whoever pulls.
+        const r = await storage.run(frame, () => it.next(...args));
+        if (r.done) end('ok', undefined);
+        else {
+          count++;
+          if (items.length < MAX_STREAM_ITEMS) items.push(r.value);
+        }
+        return r;
+      } catch (e) {
+        end(statusOf(e), e);
+        throw e;
+      }
+    },
+    async return(value?: unknown) {
+      end('cancelled', undefined);
+      return it.return ? storage.run(frame, () => it.return!(value)) : { done: true, value };
+    },
+    async throw(e?: unknown) {
+      end(statusOf(e), e);
+      if (it.throw) return storage.run(frame, () => it.throw!(e));
+      throw e;
+    },
+  };
+  return wrapper;
+}
+
+function wrapGenerator(gen: Generator<unknown>, finish: Finish, frame: Frame, captureResult: boolean): Generator<unknown> {
+  const items: unknown[] = [];
+  let count = 0;
+  let done = false;
+  const end = (status: Status, error: unknown) => {
+    if (done) return;
+    done = true;
+    finish(status, captureResult ? streamResult('Generator', items, count) : undefined, error);
+  };
+  const wrapper = {
+    [Symbol.iterator]() {
+      return wrapper;
+    },
+    next(...args: [] | [unknown]) {
+      try {
+        const r = storage.run(frame, () => gen.next(...args));
+        if (r.done) end('ok', undefined);
+        else {
+          count++;
+          if (items.length < MAX_STREAM_ITEMS) items.push(r.value);
+        }
+        return r;
+      } catch (e) {
+        end(statusOf(e), e);
+        throw e;
+      }
+    },
+    return(value?: unknown) {
+      end('cancelled', undefined);
+      return storage.run(frame, () => gen.return(value));
+    },
+    throw(e?: unknown) {
+      end(statusOf(e), e);
+      return storage.run(frame, () => gen.throw(e));
+    },
+  };
+  return wrapper as unknown as Generator<unknown>;
+}
+
+function wrapWebStream(src: ReadableStream<unknown>, finish: Finish, captureResult: boolean): ReadableStream<unknown> {
+  const reader = src.getReader();
+  const items: unknown[] = [];
+  let count = 0;
+  let done = false;
+  const end = (status: Status, error: unknown) => {
+    if (done) return;
+    done = true;
+    finish(status, captureResult ? streamResult('ReadableStream', items, count) : undefined, error);
+  };
+  return new ReadableStream<unknown>({
+    async pull(controller) {
+      try {
+        const r = await reader.read();
+        if (r.done) {
+          end('ok', undefined);
+          controller.close();
+        } else {
+          count++;
+          if (items.length < MAX_STREAM_ITEMS) items.push(r.value);
+          controller.enqueue(r.value);
+        }
+      } catch (e) {
+        end(statusOf(e), e);
+        controller.error(e);
+      }
+    },
+    async cancel(reason) {
+      end('cancelled', undefined);
+      await reader.cancel(reason);
+    },
+  });
+}
+
+function watchNodeReadable<T extends { on: Function }>(r: T, finish: Finish): T {
+  let done = false;
+  const end = (status: Status, error: unknown) => {
+    if (done) return;
+    done = true;
+    finish(status, { $stream: 'Readable' }, error);
+  };
+  // Listening for 'data' would switch the stream to flowing mode; count
+  // nothing rather than change how the caller reads it.
+  r.on('end', () => end('ok', undefined));
+  r.on('error', (e: unknown) => end(statusOf(e), e));
+  r.on('close', () => end('cancelled', undefined));
+  return r;
+}
+
+// ------------------------------------------------------------- arguments
+
+const IDENT = /^[A-Za-z_$][\w$]*$/;
+
+/**
+ * Parameter names read from the function's source, once, when it is
+ * wrapped: a name per parameter, `null` where it is destructured, and
+ * `rest` for a `...rest` parameter. `undefined` when the source cannot be
+ * read (native or bound functions).
+ */
+export function parameterNames(fn: Function): { names: Array<string | null>; rest: string | null } | undefined {
+  let src: string;
+  try {
+    src = Function.prototype.toString.call(fn);
+  } catch {
+    return undefined;
+  }
+  if (src.includes('[native code]')) return undefined;
+  const arrow = /^(?:async\s*)?([A-Za-z_$][\w$]*)\s*=>/.exec(src);
+  if (arrow) return { names: [arrow[1]!], rest: null };
+  const open = src.indexOf('(');
+  if (open < 0) return undefined;
+  let depth = 0;
+  let close = -1;
+  for (let i = open; i < src.length; i++) {
+    const c = src[i];
+    if (c === '(' || c === '[' || c === '{') depth++;
+    else if (c === ')' || c === ']' || c === '}') {
+      depth--;
+      if (depth === 0) {
+        close = i;
+        break;
+      }
+    } else if (c === '"' || c === "'" || c === '`' || c === '/') {
+      return undefined; // strings, regexes or comments in defaults: give up, positional
+    }
+  }
+  if (close < 0) return undefined;
+  const params: string[] = [];
+  let cur = '';
+  depth = 0;
+  for (const c of src.slice(open + 1, close)) {
+    if (c === '(' || c === '[' || c === '{') depth++;
+    else if (c === ')' || c === ']' || c === '}') depth--;
+    if (c === ',' && depth === 0) {
+      params.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  if (cur.trim()) params.push(cur);
+  const names: Array<string | null> = [];
+  let rest: string | null = null;
+  for (const raw of params) {
+    const p = raw.split('=')[0]!.trim();
+    if (p.startsWith('...')) {
+      const n = p.slice(3).trim();
+      rest = IDENT.test(n) ? n : null;
+      break;
+    }
+    names.push(IDENT.test(p) ? p : null);
+  }
+  return { names, rest };
+}
+
+function isPlainObject(x: unknown): boolean {
+  if (typeof x !== 'object' || x === null) return false;
+  const proto = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Arguments by parameter name when every one has a name, else positional. */
+function argsValue(args: unknown[], sig: ReturnType<typeof parameterNames>): unknown {
+  if (sig) {
+    const { names, rest } = sig;
+    const fits = args.length <= names.length || rest !== null;
+    const named = names.slice(0, Math.min(args.length, names.length)).every((n) => n !== null);
+    if (fits && named) {
+      const out: Record<string, unknown> = {};
+      for (let i = 0; i < Math.min(args.length, names.length); i++) out[names[i]!] = args[i];
+      if (rest !== null && args.length > names.length) out[rest] = args.slice(names.length);
+      return out;
+    }
+  }
+  if (args.length === 1 && isPlainObject(args[0])) return args[0];
+  return args;
+}
+
+// ------------------------------------------------------------------- tool
+
+/** Options of {@link tool}. */
+export interface ToolOptions extends RiskOptions {
+  /** Tool name (default: the function's name). */
+  name?: string;
+  version?: string;
+  publisher?: string;
+  trustLevel?: string;
+  dataClassification?: string;
+  environment?: string;
+  authorizationMethod?: string;
+  permissionsUsed?: string[];
+  /** Record the result (default true). The error is always recorded. */
+  captureResult?: boolean;
+  metadata?: Record<string, unknown>;
+}
+
+type AnyFn = (...args: any[]) => any;
+
+function wrapFunction<F extends AnyFn>(name: string, fn: F, opts: ToolOptions): F {
+  const sig = parameterNames(fn);
+  const toolInfo = { name, version: opts.version, publisher: opts.publisher, trust_level: opts.trustLevel };
+  const captureResult = opts.captureResult !== false;
+  const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+    let span: Span;
+    let capturedArgs: unknown;
+    const ts = Date.now();
+    const t0 = performance.now();
+    try {
+      span = newSpan();
+      // Copied now: what the tool was called with, even if it mutates it.
+      capturedArgs = native.capture(argsValue(args, sig));
+    } catch (e) {
+      warnOnce(`agent-audit: a tool call was not logged: ${fromNative(e).message}`);
+      return fn.apply(this, args);
+    }
+    let finished = false;
+    const finish: Finish = (status, result, error) => {
+      if (finished) return;
+      finished = true;
+      const e = envelope(span, 'tool_call', ts, opts);
+      e.tool = toolInfo;
+      e.result_status = status;
+      e.duration_ms = elapsed(t0);
+      e.data_classification = opts.dataClassification;
+      e.environment = opts.environment;
+      e.authorization_method = opts.authorizationMethod;
+      e.permissions_used = opts.permissionsUsed;
+      e.metadata = opts.metadata;
+      const payload: Record<string, unknown> = { args: capturedArgs };
+      if (status === 'ok') {
+        if (result !== undefined) payload.result = result;
+      } else {
+        e.error_type = errorName(error);
+        payload.error = errorPart(error);
+      }
+      e.payload = payload;
+      emitQuiet(e);
+    };
+    let out: unknown;
+    try {
+      out = storage.run(span.frame, () => fn.apply(this, args));
+    } catch (err) {
+      finish(statusOf(err), undefined, err);
+      throw err;
+    }
+    return settle(out, finish, span.frame, captureResult);
+  };
+  Object.defineProperty(wrapped, 'name', { value: fn.name || name, configurable: true });
+  Object.defineProperty(wrapped, 'length', { value: fn.length, configurable: true });
+  return wrapped as unknown as F;
+}
+
+/** A decorator for class methods (TC39 standard or TypeScript legacy decorators). */
+export type ToolDecorator = {
+  <F extends AnyFn>(value: F, context: ClassMethodDecoratorContext): F;
+  (target: object, key: string | symbol, descriptor: PropertyDescriptor): PropertyDescriptor;
+};
+
+function decorator(name: string | undefined, opts: ToolOptions): ToolDecorator {
+  return ((value: unknown, context: unknown, descriptor?: PropertyDescriptor) => {
+    if (descriptor && typeof descriptor.value === 'function') {
+      const cls = (value as { constructor?: { name?: string } }).constructor?.name;
+      const method = String(context);
+      descriptor.value = wrapFunction(name ?? (cls ? `${cls}.${method}` : method), descriptor.value, opts);
+      return descriptor;
+    }
+    const ctx = context as ClassMethodDecoratorContext | undefined;
+    if (typeof value === 'function' && ctx && ctx.kind === 'method') {
+      return wrapFunction(name ?? String(ctx.name), value as AnyFn, opts);
+    }
+    throw new InvalidArgumentError('audit.tool() used as a decorator must decorate a method');
+  }) as ToolDecorator;
+}
+
+/**
+ * Wraps a tool so every call becomes a `tool_call` event with its
+ * arguments (by parameter name when they can be read, else positional),
+ * its result or error, status (`ok` | `error` | `cancelled` | `timeout`)
+ * and duration. Sync and async functions, and results that are promises,
+ * async iterables, generators and streams (the event is written when the
+ * result is consumed). Without a function it is a method decorator.
+ */
+export function tool<F extends AnyFn>(name: string, fn: F, options?: ToolOptions): F;
+export function tool(name?: string, options?: ToolOptions): ToolDecorator;
+export function tool(options: ToolOptions): ToolDecorator;
+export function tool(a?: string | ToolOptions, b?: AnyFn | ToolOptions, c?: ToolOptions): unknown {
+  if (typeof a === 'string' && typeof b === 'function') {
+    if (!a) throw new InvalidArgumentError('a tool needs a non-empty name');
+    return wrapFunction(a, b, c ?? {});
+  }
+  if (typeof a === 'string' || a === undefined) return decorator(a, (b as ToolOptions | undefined) ?? {});
+  if (typeof a === 'object' && a !== null) return decorator(a.name, a);
+  throw new InvalidArgumentError('tool(name, fn, options?) or tool(name?, options?) as a decorator');
+}
+
+/** Wraps `fn` as a tool named `options.name` or the function's own name. */
+export function wrapTool<F extends AnyFn>(fn: F, options: ToolOptions = {}): F {
+  if (typeof fn !== 'function') throw new InvalidArgumentError('wrapTool() needs a function');
+  const name = options.name ?? fn.name;
+  if (!name) throw new InvalidArgumentError('wrapTool() needs options.name for an anonymous function');
+  return wrapFunction(name, fn, options);
+}
+
+// ------------------------------------------------------------------ trace
+
+/** Options of {@link trace}. */
+export interface TraceOptions extends RiskOptions {
+  userId?: string;
+  sessionId?: string;
+  agentId?: string;
+  tenantId?: string;
+  caller?: 'human' | 'system';
+  /** The task input (stored redacted; its hash is the trace's input_hash). */
+  input?: unknown;
+  /** Record the callback's return value as the output (default true). */
+  captureOutput?: boolean;
+  retentionClass?: string;
+  environment?: string;
+  dataClassification?: string;
+  authorizationMethod?: string;
+  systemPromptVersion?: string;
+  metadata?: Record<string, unknown>;
+}
+
+/** The running trace, passed to the callback of {@link trace}. */
+export class TraceHandle {
+  /** The trace id (32 hex). */
+  readonly traceId: string;
+  /** The trace's root span (16 hex). */
+  readonly spanId: string;
+  /** @internal */
+  riskFlags: string[] = [];
+  /** @internal */
+  riskScore = 0;
+  /** @internal */
+  outcome: string | undefined;
+
+  /** @internal */
+  constructor(traceId: string, spanId: string) {
+    this.traceId = traceId;
+    this.spanId = spanId;
+  }
+
+  /** Adds risk flags (and raises the score) written on `trace_end`. */
+  addRisk(flags: string | string[], score = 0): void {
+    for (const f of Array.isArray(flags) ? flags : [flags]) if (!this.riskFlags.includes(f)) this.riskFlags.push(f);
+    this.riskScore = Math.min(100, Math.max(this.riskScore, score));
+  }
+
+  /** Overrides the outcome written on `trace_end` (default: completed, or failed on error). */
+  setOutcome(outcome: 'completed' | 'failed' | 'cancelled' | 'blocked' | 'timeout'): void {
+    this.outcome = outcome;
+  }
+}
+
+function principalOf(o: { userId?: string; sessionId?: string; agentId?: string; tenantId?: string; caller?: 'human' | 'system' }): PrincipalFields | undefined {
+  const p: PrincipalFields = {};
+  if (o.userId !== undefined) p.user_id = o.userId;
+  if (o.sessionId !== undefined) p.session_id = o.sessionId;
+  if (o.agentId !== undefined) p.agent_id = o.agentId;
+  if (o.tenantId !== undefined) p.tenant_id = o.tenantId;
+  if (o.caller !== undefined) p.caller = o.caller;
+  return Object.keys(p).length ? p : undefined;
+}
+
+/**
+ * Runs `fn` as one agent task: a `trace_start`, every event inside it
+ * linked to the trace, and a `trace_end` with the outcome (`completed`,
+ * `failed`, `cancelled`, `timeout`), duration and risk.
+ */
+export function trace<T>(name: string, fn: (t: TraceHandle) => T | Promise<T>): Promise<T>;
+export function trace<T>(name: string, options: TraceOptions, fn: (t: TraceHandle) => T | Promise<T>): Promise<T>;
+export async function trace<T>(
+  name: string,
+  a: TraceOptions | ((t: TraceHandle) => T | Promise<T>),
+  b?: (t: TraceHandle) => T | Promise<T>,
+): Promise<T> {
+  const fn = typeof a === 'function' ? a : b;
+  const opts: TraceOptions = typeof a === 'function' ? {} : (a ?? {});
+  if (typeof name !== 'string' || !name) throw new InvalidArgumentError('trace() needs a task name');
+  if (typeof fn !== 'function') throw new InvalidArgumentError('trace() needs a callback');
+  const outer = currentFrame();
+  const traceId = native.newTraceId();
+  const spanId = native.newSpanId();
+  const principal = principalOf(opts);
+  const frame: Frame = {
+    traceId,
+    spanId,
+    principal: principal ? { ...outer?.principal, ...principal } : outer?.principal,
+    retentionClass: opts.retentionClass ?? outer?.retentionClass,
+  };
+  const span: Span = { traceId, spanId, parentSpanId: undefined, parent: undefined, frame };
+  const handle = new TraceHandle(traceId, spanId);
+  handle.addRisk(opts.riskFlags ?? [], opts.riskScore ?? 0);
+  const ts = Date.now();
+  const t0 = performance.now();
+  const start = envelope(span, 'trace_start', ts);
+  start.task_kind = name;
+  start.environment = opts.environment;
+  start.data_classification = opts.dataClassification;
+  start.authorization_method = opts.authorizationMethod;
+  start.system_prompt_version = opts.systemPromptVersion;
+  // A trace started inside another trace records where it came from.
+  start.metadata = outer ? { ...opts.metadata, parent_trace_id: outer.traceId, parent_span_id: outer.spanId } : opts.metadata;
+  if (opts.input !== undefined) start.payload = { input: opts.input };
+  emitQuiet(start);
+  const end = (outcome: string, output: unknown, error: unknown) => {
+    const e = envelope(span, 'trace_end', Date.now());
+    e.outcome = handle.outcome ?? outcome;
+    e.duration_ms = elapsed(t0);
+    if (handle.riskFlags.length || handle.riskScore) e.risk = { flags: handle.riskFlags, score: handle.riskScore };
+    if (error !== undefined) {
+      e.error_type = errorName(error);
+      e.payload = { error: errorPart(error) };
+    } else if (output !== undefined && opts.captureOutput !== false) {
+      e.payload = { output };
+    }
+    emitQuiet(e);
+  };
+  try {
+    const out = await storage.run(frame, () => fn(handle));
+    end('completed', out, undefined);
+    return out;
+  } catch (e) {
+    const s = statusOf(e);
+    end(s === 'error' ? 'failed' : s, undefined, e);
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- llmCall
+
+/** Options of {@link llmCall}. */
+export interface LlmCallOptions extends RiskOptions {
+  model: string;
+  provider?: string;
+  /** Exact model version as answered. */
+  version?: string;
+  /** Generation parameters (temperature, max_tokens …). */
+  params?: Record<string, unknown>;
+  systemPromptVersion?: string;
+  messages?: unknown;
+  prompt?: unknown;
+}
+
+/** What an LLM call reports, through {@link LlmCallHandle.record}. */
+export interface LlmCallRecord {
+  inputTokens?: number;
+  outputTokens?: number;
+  costUsd?: number;
+  finishReason?: string;
+  toolCallsRequested?: string[];
+  /** Exact model version as answered. */
+  modelVersion?: string;
+  messages?: unknown;
+  prompt?: unknown;
+  completion?: unknown;
+  reasoning?: unknown;
+}
+
+/** The running LLM call, passed to the callback of {@link llmCall}. */
+export class LlmCallHandle {
+  /** This call's span. */
+  readonly spanId: string;
+  /** @internal */
+  data: LlmCallRecord = {};
+
+  /** @internal */
+  constructor(spanId: string) {
+    this.spanId = spanId;
+  }
+
+  /** Records token usage, cost, finish reason, messages …; later calls add to earlier ones. */
+  record(r: LlmCallRecord): void {
+    if (typeof r !== 'object' || r === null) throw new InvalidArgumentError('record() needs an object');
+    this.data = { ...this.data, ...r };
+  }
+}
+
+async function runSpan<T, H>(
+  kind: string,
+  handle: (span: Span) => H,
+  fn: (h: H) => T | Promise<T>,
+  fill: (e: Record<string, unknown>, h: H, status: Status, error: unknown) => void,
+  risk: RiskOptions | undefined,
+  principal?: PrincipalFields,
+): Promise<T> {
+  const span = newSpan(principal);
+  const h = handle(span);
+  const ts = Date.now();
+  const t0 = performance.now();
+  const done = (status: Status, error: unknown) => {
+    const e = envelope(span, kind, ts, risk);
+    e.result_status = status;
+    e.duration_ms = elapsed(t0);
+    if (status !== 'ok') e.error_type = errorName(error);
+    fill(e, h, status, error);
+    emitQuiet(e);
+  };
+  try {
+    const out = await storage.run(span.frame, () => fn(h));
+    done('ok', undefined);
+    return out;
+  } catch (e) {
+    done(statusOf(e), e);
+    throw e;
+  }
+}
+
+/** Runs one model call as an `llm_call` event with model, tokens, cost, status and duration. */
+export function llmCall<T>(options: LlmCallOptions, fn: (call: LlmCallHandle) => T | Promise<T>): Promise<T> {
+  if (typeof options !== 'object' || options === null || typeof options.model !== 'string') {
+    throw new InvalidArgumentError('llmCall() needs { model }');
+  }
+  if (typeof fn !== 'function') throw new InvalidArgumentError('llmCall() needs a callback');
+  return runSpan(
+    'llm_call',
+    (span) => new LlmCallHandle(span.spanId),
+    fn,
+    (e, h, status, error) => {
+      const d = h.data;
+      e.model = { name: options.model, provider: options.provider, version: d.modelVersion ?? options.version };
+      e.input_tokens = d.inputTokens;
+      e.output_tokens = d.outputTokens;
+      e.cost_usd = d.costUsd;
+      e.finish_reason = d.finishReason;
+      e.tool_calls_requested = d.toolCallsRequested;
+      e.params = options.params;
+      e.system_prompt_version = options.systemPromptVersion;
+      const payload: Record<string, unknown> = {
+        messages: d.messages ?? options.messages,
+        prompt: d.prompt ?? options.prompt,
+        completion: d.completion,
+        reasoning: d.reasoning,
+      };
+      if (status !== 'ok') payload.error = errorPart(error);
+      e.payload = payload;
+    },
+    options,
+  );
+}
+
+// ------------------------------------------------------------- agentSpawn
+
+/** Options of {@link agentSpawn}. */
+export interface AgentSpawnOptions extends RiskOptions {
+  /** The child agent's id; its events inside carry it as principal agent_id. */
+  childAgentId: string;
+  taskKind?: string;
+}
+
+/** The running sub-agent, passed to the callback of {@link agentSpawn}. */
+export interface AgentSpawnHandle {
+  /** The spawn's span: the child's steps nest under it. */
+  readonly spanId: string;
+  readonly childAgentId: string;
+}
+
+/** Runs a sub-agent: an `agent_spawn` span its steps nest under. */
+export function agentSpawn<T>(options: AgentSpawnOptions, fn: (agent: AgentSpawnHandle) => T | Promise<T>): Promise<T> {
+  if (typeof options !== 'object' || options === null || typeof options.childAgentId !== 'string') {
+    throw new InvalidArgumentError('agentSpawn() needs { childAgentId }');
+  }
+  if (typeof fn !== 'function') throw new InvalidArgumentError('agentSpawn() needs a callback');
+  return runSpan(
+    'agent_spawn',
+    (span) => ({ spanId: span.spanId, childAgentId: options.childAgentId }),
+    fn,
+    (e, _h, status, error) => {
+      e.child_agent_id = options.childAgentId;
+      e.task_kind = options.taskKind;
+      if (status !== 'ok') e.payload = { error: errorPart(error) };
+    },
+    options,
+    { agent_id: options.childAgentId },
+  );
+}
+
+// ---------------------------------------------------------- point events
+
+/** What an explicit event returns: its span, for later reference (`subjectSpanId`). */
+export interface EmittedEvent {
+  traceId: string;
+  spanId: string;
+  /** False when the event was not queued (queue full, no log). */
+  queued: boolean;
+}
+
+function point(kind: string, fields: Record<string, unknown>, payload: Record<string, unknown> | undefined, risk: RiskOptions): EmittedEvent {
+  const span = newSpan();
+  const e = envelope(span, kind, Date.now(), risk);
+  Object.assign(e, fields);
+  if (payload) e.payload = payload;
+  const queued = emitChecked(e);
+  return { traceId: span.traceId, spanId: span.spanId, queued };
+}
+
+function need(o: unknown, field: string, what: string): Record<string, unknown> {
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError(`${what}() needs an options object`);
+  const v = (o as Record<string, unknown>)[field];
+  if (typeof v !== 'string' || !v) throw new InvalidArgumentError(`${what}() needs ${field} (a non-empty string)`);
+  return o as Record<string, unknown>;
+}
+
+/** Options of {@link decision}. */
+export interface DecisionOptions extends RiskOptions {
+  /** What was decided, e.g. `call_tools` or `escalate_to_human`. */
+  decision: string;
+  tools?: string[];
+  /** 0..1. */
+  confidence?: number;
+  reasoning?: unknown;
+  alternatives?: unknown;
+  metadata?: Record<string, unknown>;
+}
+
+/** Records a `decision`: the agent chose what to do next. */
+export function decision(o: DecisionOptions): EmittedEvent {
+  need(o, 'decision', 'decision');
+  return point('decision', { decision: o.decision, tools: o.tools, confidence: o.confidence, metadata: o.metadata },
+    { reasoning: o.reasoning, alternatives: o.alternatives }, o);
+}
+
+/** Options of {@link memory}. */
+export interface MemoryOptions extends RiskOptions {
+  operation: 'read' | 'write' | 'delete' | (string & {});
+  store?: string;
+  key?: string;
+  content?: unknown;
+  metadata?: Record<string, unknown>;
+}
+
+/** Records a `memory` read, write or delete. */
+export function memory(o: MemoryOptions): EmittedEvent {
+  need(o, 'operation', 'memory');
+  return point('memory', { operation: o.operation, store: o.store, key: o.key, metadata: o.metadata }, { content: o.content }, o);
+}
+
+/** A retrieved document. */
+export interface RetrievedDocument {
+  id: string;
+  /** `sha256:` of the content. */
+  hash?: string;
+  score?: number;
+  /** The content (stored redacted in the payload). */
+  content?: unknown;
+}
+
+/** Options of {@link retrieval}. */
+export interface RetrievalOptions extends RiskOptions {
+  source?: string;
+  query?: unknown;
+  documents?: RetrievedDocument[];
+  durationMs?: number;
+  status?: Status;
+  metadata?: Record<string, unknown>;
+}
+
+/** Records a `retrieval` (RAG): the query and the documents by id, hash and score. */
+export function retrieval(o: RetrievalOptions): EmittedEvent {
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError('retrieval() needs an options object');
+  const docs = o.documents ?? [];
+  const contents = docs.some((d) => d.content !== undefined) ? docs.map((d) => ({ id: d.id, content: d.content })) : undefined;
+  return point('retrieval', {
+    source: o.source,
+    retrieved_docs: docs.map((d) => ({ id: d.id, hash: d.hash, score: d.score })),
+    result_status: o.status,
+    duration_ms: o.durationMs,
+    metadata: o.metadata,
+  }, { query: o.query, documents: contents }, o);
+}
+
+/** One guardrail verdict. */
+export interface GuardrailVerdict {
+  id: string;
+  version?: string;
+  verdict: string;
+  score?: number;
+}
+
+/** Options of {@link guardrail}: one verdict inline, or several in `guardrails`. */
+export interface GuardrailOptions extends RiskOptions {
+  guardrails?: GuardrailVerdict[];
+  id?: string;
+  version?: string;
+  verdict?: string;
+  score?: number;
+  /** What was checked: input, output, tool_args … */
+  target?: string;
+  /** What followed: allow, flag, redact, block. */
+  action?: string;
+  metadata?: Record<string, unknown>;
+}
+
+/** Records a `guardrail` verdict. */
+export function guardrail(o: GuardrailOptions): EmittedEvent {
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError('guardrail() needs an options object');
+  const verdicts = o.guardrails ?? (o.id !== undefined || o.verdict !== undefined
+    ? [{ id: o.id, version: o.version, verdict: o.verdict, score: o.score }]
+    : []);
+  if (verdicts.length === 0) throw new InvalidArgumentError('guardrail() needs guardrails[] or { id, verdict }');
+  return point('guardrail', { guardrails: verdicts, target: o.target, action: o.action, metadata: o.metadata }, undefined, o);
+}
+
+/** Options of {@link humanReview}. */
+export interface HumanReviewOptions extends RiskOptions {
+  decision: 'approved' | 'denied' | 'edited' | 'timeout' | (string & {});
+  reviewer?: string;
+  /** The span of the step reviewed (e.g. from a tool's `EmittedEvent`). */
+  subjectSpanId?: string;
+  /** RFC 3339 time of the decision. */
+  decidedAt?: string;
+  waitMs?: number;
+  ruleId?: string;
+  reason?: unknown;
+  metadata?: Record<string, unknown>;
+}
+
+/** Records a `human_review`: a person approved, denied or edited an action. */
+export function humanReview(o: HumanReviewOptions): EmittedEvent {
+  need(o, 'decision', 'humanReview');
+  return point('human_review', {
+    decision: o.decision,
+    reviewer: o.reviewer,
+    subject_span_id: o.subjectSpanId,
+    decided_at: o.decidedAt,
+    wait_ms: o.waitMs,
+    rule_id: o.ruleId,
+    metadata: o.metadata,
+  }, { reason: o.reason }, o);
+}
+
+// ---------------------------------------------------------------- context
+
+/**
+ * Carrying the trace context where AsyncLocalStorage cannot: into worker
+ * threads (`capture()` here, `run(captured, fn)` there) and into callbacks
+ * registered now but called from elsewhere (`bind`).
+ */
+export const context = {
+  /** The current context as a plain object for `postMessage`, or undefined outside a trace. */
+  capture(): CapturedContext | undefined {
+    const f = currentFrame();
+    if (!f) return undefined;
+    return { traceId: f.traceId, spanId: f.spanId, principal: f.principal, retentionClass: f.retentionClass, dir: log?.dir };
+  },
+  /**
+   * Runs `fn` in a captured context: its events join that trace as
+   * children of the span it was captured in. In a worker thread that has
+   * not called `init`, it joins the writer the main thread opened for
+   * `captured.dir`.
+   */
+  run<T>(captured: CapturedContext | undefined, fn: () => T): T {
+    if (captured === undefined) return fn();
+    if (!validCaptured(captured)) throw new InvalidArgumentError('context.run() needs an object from context.capture()');
+    if ((!log || log.closed) && captured.dir) {
+      const joined = native.attachLog(captured.dir);
+      if (joined) log = joined;
+    }
+    const frame: Frame = {
+      traceId: captured.traceId,
+      spanId: captured.spanId,
+      principal: captured.principal,
+      retentionClass: captured.retentionClass,
+    };
+    return storage.run(frame, fn);
+  },
+  /** Binds `fn` to the current context (for listeners called from elsewhere). */
+  bind,
+};
+
+/** The version of this package. */
+export const version = '0.1.0';
+
+/** Runs the `agent-audit` command line (what `npx agent-audit` runs); returns the exit code. */
+export function runCli(args: string[]): number {
+  return native.runCli(['agent-audit', ...args]);
+}
+
+/** @internal Exposed for tests: what a value becomes in the log. */
+export function toAuditValue(value: unknown): unknown {
+  return native.toAuditValue(value);
+}
+

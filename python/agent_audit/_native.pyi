@@ -1,0 +1,124 @@
+"""Type stubs of the native module (checked by ``mypy.stubtest``)."""
+
+from typing import Any, Final, Optional, final
+
+__all__ = [
+    "ERROR_KINDS",
+    "AuditError",
+    "AuditIOError",
+    "AuditLog",
+    "ClosedError",
+    "ConfigError",
+    "InvalidEventError",
+    "InvalidLogError",
+    "NotFoundError",
+    "ParseError",
+    "ProofError",
+    "SigningKeyError",
+    "SpanContext",
+    "__version__",
+    "capture_value",
+    "reseed_after_fork",
+    "run_cli",
+    "show",
+    "traces",
+    "verify",
+]
+
+__version__: Final[str]
+ERROR_KINDS: Final[list[str]]
+
+class AuditError(Exception): ...
+class ConfigError(AuditError): ...
+class InvalidEventError(AuditError): ...
+class SigningKeyError(AuditError): ...
+class AuditIOError(AuditError): ...
+class ClosedError(AuditError): ...
+class ParseError(AuditError): ...
+class InvalidLogError(AuditError): ...
+class ProofError(AuditError): ...
+class NotFoundError(AuditError): ...
+
+@final
+class SpanContext:
+    @staticmethod
+    def new_trace(
+        *,
+        user_id: Optional[str] = None,
+        session_id: Optional[str] = None,
+        agent_id: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        caller: Optional[str] = None,
+        retention_class: Optional[str] = None,
+    ) -> SpanContext: ...
+    def child(self) -> SpanContext: ...
+    def child_agent(self, agent_id: str) -> SpanContext: ...
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def span_id(self) -> str: ...
+    @property
+    def parent_span_id(self) -> Optional[str]: ...
+    @property
+    def agent_id(self) -> Optional[str]: ...
+
+@final
+class AuditLog:
+    def __new__(
+        cls,
+        options: dict[str, Any],
+        *,
+        max_depth: int = 32,
+        max_items: int = 1000,
+        max_bytes: int = 8388608,
+        max_repr: int = 1000,
+    ) -> AuditLog: ...
+    def tool_call(
+        self,
+        ctx: SpanContext,
+        name: str,
+        version: Optional[str],
+        names: tuple[str, ...],
+        skip: int,
+        varargs: Optional[str],
+        args: tuple[Any, ...],
+        kwargs: Optional[dict[str, Any]],
+        status: str,
+        result: Any,
+        error: Optional[BaseException],
+        duration_ns: int,
+        capture: Optional[str] = None,
+        metadata: Any = None,
+        risk_flags: Optional[list[str]] = None,
+        otel: Optional[tuple[str, str]] = None,
+    ) -> bool: ...
+    def emit(
+        self,
+        kind: str,
+        ctx: Optional[SpanContext] = None,
+        fields: Optional[dict[str, Any]] = None,
+        payload: Optional[dict[str, Any]] = None,
+        start_ns: Optional[int] = None,
+    ) -> bool: ...
+    def flush(self, timeout: float = 5.0) -> bool: ...
+    def shutdown(self, timeout: float = 5.0) -> bool: ...
+    def abandon(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def capture_value(self, value: Any) -> Any: ...
+    @property
+    def stream_id(self) -> str: ...
+    @property
+    def stream_dir(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+
+def verify(path: str, trusted_keys: Optional[list[str]] = None) -> dict[str, Any]: ...
+def traces(
+    path: str, flag: Optional[str] = None, since: Optional[str] = None
+) -> list[dict[str, Any]]: ...
+def show(path: str, trace_id: str) -> dict[str, Any]: ...
+def run_cli(args: list[str]) -> int: ...
+def reseed_after_fork() -> None: ...
+def capture_value(value: Any) -> Any: ...

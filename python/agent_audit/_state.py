@@ -1,0 +1,235 @@
+"""The process's one log writer and its lifecycle: ``init``, ``flush``,
+``shutdown``, the flush at exit (``atexit`` and SIGTERM, bounded by a
+timeout) and the hand-over to a new writer in a forked child."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from typing import Any, Optional, Union
+
+from . import _native
+from ._native import AuditLog, ConfigError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Options the Python layer handles itself; the rest go to the core.
+_LIMIT_OPTIONS = ("max_depth", "max_items", "max_bytes", "max_repr")
+
+
+class _State:
+    """Mutable module state, read on every event (one attribute lookup)."""
+
+    def __init__(self) -> None:
+        self.log: Optional[AuditLog] = None
+        self.options: dict[str, Any] = {}
+        self.limits: dict[str, int] = {}
+        self.exit_timeout = 5.0
+        self.pid = os.getpid()
+        self.prev_sigterm: Any = None
+        self.sigterm_installed = False
+        self.not_logged = 0
+
+
+STATE = _State()
+_lock = threading.Lock()
+
+
+def init(
+    dir: PathLike = "./audit",
+    signing_key: Optional[Union[PathLike, str, bytes]] = None,
+    tenant_id: Optional[str] = None,
+    agent_id: Optional[str] = None,
+    retention_class: Optional[str] = None,
+    policy: Optional[Union[str, dict[str, Any]]] = None,
+    capture: str = "redacted",
+    *,
+    exit_timeout: float = 5.0,
+    handle_sigterm: bool = True,
+    **options: Any,
+) -> AuditLog:
+    """Opens the process's audit log (a new stream under ``dir``) and starts
+    its background writer. Calling it again closes the previous writer
+    first.
+
+    ``signing_key`` is a path to an Ed25519 PKCS#8 PEM key, or the PEM text
+    itself; without one a development key is created in ``dir`` (with a
+    warning from the core). ``policy`` is a policy version string (or
+    ``{"version": ...}``), stamped on every event. Any other option of the
+    core may be given by name (``user_id``, ``session_id``, ``hashing_key``,
+    ``redaction``, ``queue_capacity``, ``overflow="drop"|"block"``,
+    ``block_timeout_ms``, ``checkpoint_every``, ``fsync``, ``sign_records``,
+    ``max_string_bytes`` ...), and the bounds of the caller-side copy:
+    ``max_depth`` (32), ``max_items`` (1000), ``max_bytes`` (8 MiB),
+    ``max_repr`` (1000). ``exit_timeout`` bounds the flush at exit and on
+    SIGTERM. Raises ``ConfigError`` (or another ``AuditError``) when the
+    log cannot be opened.
+    """
+    limits = {k: int(options.pop(k)) for k in _LIMIT_OPTIONS if k in options}
+    opts: dict[str, Any] = {"dir": os.fspath(dir), "capture": capture}
+    if signing_key is not None:
+        if isinstance(signing_key, bytes):
+            signing_key = signing_key.decode("utf-8")
+        if isinstance(signing_key, str) and signing_key.lstrip().startswith("-----BEGIN"):
+            opts["signing_key_pem"] = signing_key
+        else:
+            opts["signing_key"] = os.fspath(signing_key)
+    for name, value in (
+        ("tenant_id", tenant_id),
+        ("agent_id", agent_id),
+        ("retention_class", retention_class),
+    ):
+        if value is not None:
+            opts[name] = value
+    if policy is not None:
+        if isinstance(policy, str):
+            opts["policy_version"] = policy
+        elif isinstance(policy, dict) and set(policy) <= {"version"}:
+            if "version" in policy:
+                opts["policy_version"] = str(policy["version"])
+        else:
+            raise ConfigError(
+                "policy: only a version (str or {'version': ...}) is supported; "
+                "blocking rules need the core's policy engine"
+            )
+    opts.update(options)
+    with _lock:
+        log = AuditLog(opts, **limits)
+        old, STATE.log = STATE.log, log
+        STATE.options = opts
+        STATE.limits = limits
+        STATE.exit_timeout = float(exit_timeout)
+        STATE.pid = os.getpid()
+    if old is not None:
+        old.shutdown(STATE.exit_timeout)
+    if handle_sigterm:
+        _install_sigterm()
+    return log
+
+
+def get_log() -> Optional[AuditLog]:
+    """The current writer, or None before ``init`` / after ``shutdown``."""
+    return STATE.log
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Writes everything recorded so far, checkpoints (signs) and syncs it.
+    False if that did not finish within ``timeout`` seconds. The GIL is
+    released while waiting."""
+    log = STATE.log
+    if log is None:
+        return True
+    return log.flush(timeout)
+
+
+def shutdown(timeout: float = 5.0) -> bool:
+    """Writes what is queued, closes the stream (``stream_end`` and a final
+    signed checkpoint) and stops the writer. Later events are not
+    recorded. False if it did not finish within ``timeout`` seconds."""
+    with _lock:
+        log, STATE.log = STATE.log, None
+    if log is None:
+        return True
+    return log.shutdown(timeout)
+
+
+def stats() -> dict[str, int]:
+    """Writer counters (written, dropped, queued ...) plus ``not_logged``:
+    events the Python layer could not hand to the writer (no log, closed)."""
+    log = STATE.log
+    out = dict(log.stats()) if log is not None else {}
+    out["not_logged"] = STATE.not_logged
+    return out
+
+
+def _at_exit() -> None:
+    if STATE.pid != os.getpid():
+        return
+    log = STATE.log
+    if log is not None:
+        try:
+            log.shutdown(STATE.exit_timeout)
+        except Exception:
+            pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    prev = STATE.prev_sigterm
+    log = STATE.log
+    if callable(prev):
+        # The application handles SIGTERM itself (maybe to shut down
+        # gracefully): make what is recorded durable, keep logging.
+        if log is not None:
+            try:
+                log.flush(STATE.exit_timeout)
+            except Exception:
+                pass
+        prev(signum, frame)
+        return
+    if prev == signal.SIG_IGN:
+        if log is not None:
+            try:
+                log.flush(STATE.exit_timeout)
+            except Exception:
+                pass
+        return
+    # Default behaviour: close the stream, then die of the signal as the
+    # process would have without us.
+    if log is not None:
+        try:
+            log.shutdown(STATE.exit_timeout)
+        except Exception:
+            pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_sigterm() -> None:
+    if STATE.sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        prev = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        return
+    STATE.prev_sigterm = prev
+    STATE.sigterm_installed = True
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread exists here: the parent's writer thread does
+    # not. Never touch its handle again (no flush, no join); open a new
+    # stream of our own with the same options.
+    STATE.pid = os.getpid()
+    _native.reseed_after_fork()
+    old = STATE.log
+    if old is None:
+        return
+    old.abandon()
+    try:
+        STATE.log = AuditLog(STATE.options, **STATE.limits)
+    except Exception:
+        STATE.log = None
+        return
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        # multiprocessing children leave through os._exit, after running
+        # its finalizers but not atexit: close the stream there.
+        try:
+            mp_util.register_after_fork(STATE, _register_mp_finalizer)
+        except Exception:
+            pass
+
+
+def _register_mp_finalizer(_state: _State) -> None:
+    import multiprocessing.util as mp_util
+
+    mp_util.Finalize(None, _at_exit, exitpriority=0)
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

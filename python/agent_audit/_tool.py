@@ -1,0 +1,432 @@
+"""``@tool``: records every call of a function as a ``tool_call`` event.
+
+The signature is read once, at decoration time; a call costs a context
+lookup, a new span id, two clock reads and one native call that copies the
+arguments (by parameter name) and the result or exception into Rust and
+queues the event. Logging trouble never reaches the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from time import perf_counter_ns
+from typing import Any, Callable, Optional, TypeVar, overload
+
+from ._native import ConfigError, SpanContext
+from ._state import STATE
+from .context import _current, otel_ids
+from .errors import ToolBlocked
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EXTRA_KEYS = frozenset({"name", "version", "capture", "metadata", "risk_flags"})
+_TIMEOUTS: tuple[type[BaseException], ...] = tuple({TimeoutError, asyncio.TimeoutError})
+_new_trace = SpanContext.new_trace
+
+
+def status_of(exc: BaseException) -> str:
+    """The ``result_status`` an exception stands for."""
+    if isinstance(exc, ToolBlocked):
+        return "blocked"
+    if isinstance(exc, _TIMEOUTS):
+        return "timeout"
+    if isinstance(exc, Exception):
+        return "error"
+    # CancelledError, GeneratorExit, KeyboardInterrupt, SystemExit.
+    return "cancelled"
+
+
+class _Spec:
+    """What a decorated function's events need, computed once."""
+
+    __slots__ = (
+        "capture",
+        "metadata",
+        "name",
+        "names",
+        "pop_extra",
+        "risk_flags",
+        "skip",
+        "varargs",
+        "version",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: Optional[str],
+        version: Optional[str],
+        capture: Optional[str],
+        metadata: Optional[dict[str, Any]],
+        risk_flags: Optional[list[str]],
+    ) -> None:
+        if capture is not None and capture not in ("hash", "redacted", "raw"):
+            raise ConfigError(f"capture must be hash, redacted or raw, got {capture!r}")
+        self.name = name or getattr(fn, "__name__", None) or repr(fn)
+        self.version = version
+        self.capture = capture
+        self.metadata = metadata
+        self.risk_flags = list(risk_flags) if risk_flags else None
+        names: list[str] = []
+        varargs: Optional[str] = None
+        params: dict[str, inspect.Parameter] = {}
+        try:
+            params = dict(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            pass
+        for p in params.values():
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                names.append(p.name)
+            elif p.kind is p.VAR_POSITIONAL:
+                varargs = p.name
+        # Methods: `self` / `cls` is the object, not an argument.
+        self.skip = 1 if names and names[0] in ("self", "cls") else 0
+        self.names = tuple(names[self.skip :])
+        self.varargs = varargs
+        self.pop_extra = "audit_extra" not in params
+
+    def overrides(self, extra: Any) -> tuple[str, Optional[str], Optional[str], Any, Any]:
+        """Name, version, capture, metadata and risk flags after a call's
+        ``audit_extra``."""
+        if not isinstance(extra, dict) or not set(extra) <= _EXTRA_KEYS:
+            raise ConfigError(
+                "audit_extra must be a dict with keys among " + ", ".join(sorted(_EXTRA_KEYS))
+            )
+        metadata = self.metadata
+        if extra.get("metadata") is not None:
+            metadata = {**(metadata or {}), **extra["metadata"]}
+        flags = self.risk_flags
+        if extra.get("risk_flags") is not None:
+            flags = [*(flags or []), *extra["risk_flags"]]
+        capture = extra.get("capture", self.capture)
+        if capture is not None and capture not in ("hash", "redacted", "raw"):
+            raise ConfigError(f"capture must be hash, redacted or raw, got {capture!r}")
+        return (
+            extra.get("name", self.name),
+            extra.get("version", self.version),
+            capture,
+            metadata,
+            flags,
+        )
+
+
+def _record(
+    spec: _Spec,
+    ctx: SpanContext,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    status: str,
+    result: Any,
+    error: Optional[BaseException],
+    duration_ns: int,
+    extra: Any,
+) -> None:
+    log = STATE.log
+    if log is None:
+        STATE.not_logged += 1
+        return
+    try:
+        if extra is None:
+            name, version, capture, metadata, flags = (
+                spec.name,
+                spec.version,
+                spec.capture,
+                spec.metadata,
+                spec.risk_flags,
+            )
+        else:
+            name, version, capture, metadata, flags = spec.overrides(extra)
+        if not log.tool_call(
+            ctx,
+            name,
+            version,
+            spec.names,
+            spec.skip,
+            spec.varargs,
+            args,
+            kwargs or None,
+            status,
+            result,
+            error,
+            duration_ns,
+            capture,
+            metadata,
+            flags,
+            otel_ids(),
+        ):
+            STATE.not_logged += 1
+    except Exception:
+        STATE.not_logged += 1
+
+
+def _take_extra(spec: _Spec, kwargs: dict[str, Any]) -> Any:
+    extra = kwargs.pop("audit_extra", None) if kwargs and spec.pop_extra else None
+    if extra is not None:
+        spec.overrides(extra)  # misuse raises before the tool runs
+    return extra
+
+
+def _wrap_sync(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if STATE.log is None:
+            return fn(*args, **kwargs)
+        extra = _take_extra(spec, kwargs)
+        parent = _current.get()
+        ctx = parent.child() if parent is not None else _new_trace()
+        _current.set(ctx)
+        t0 = perf_counter_ns()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            duration = perf_counter_ns() - t0
+            _current.set(parent)
+            _record(spec, ctx, args, kwargs, status_of(e), None, e, duration, extra)
+            raise
+        duration = perf_counter_ns() - t0
+        _current.set(parent)
+        _record(spec, ctx, args, kwargs, "ok", result, None, duration, extra)
+        return result
+
+    return wrapper
+
+
+def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if STATE.log is None:
+            return await fn(*args, **kwargs)
+        extra = _take_extra(spec, kwargs)
+        parent = _current.get()
+        ctx = parent.child() if parent is not None else _new_trace()
+        _current.set(ctx)
+        t0 = perf_counter_ns()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as e:
+            duration = perf_counter_ns() - t0
+            _current.set(parent)
+            _record(spec, ctx, args, kwargs, status_of(e), None, e, duration, extra)
+            raise
+        duration = perf_counter_ns() - t0
+        _current.set(parent)
+        _record(spec, ctx, args, kwargs, "ok", result, None, duration, extra)
+        return result
+
+    return wrapper
+
+
+def _gen_result(items: list[Any], count: int, returned: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"yielded": count, "items": items}
+    if returned is not None:
+        out["return"] = returned
+    return out
+
+
+_MAX_KEPT_ITEMS = 1000
+
+
+def _wrap_gen(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    # A plain function returning a generator: the span's parent is where
+    # the tool was called, not wherever the first next() happens.
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if STATE.log is None:
+            return fn(*args, **kwargs)
+        extra = _take_extra(spec, kwargs)
+        parent = _current.get()
+        ctx = parent.child() if parent is not None else _new_trace()
+        return _drive_gen(fn, spec, ctx, args, kwargs, extra)
+
+    return wrapper
+
+
+def _drive_gen(
+    fn: Callable[..., Any],
+    spec: _Spec,
+    ctx: SpanContext,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    extra: Any,
+) -> Any:
+    t0 = perf_counter_ns()
+    items: list[Any] = []
+    count = 0
+    to_send: Any = None
+    to_throw: Optional[BaseException] = None
+    error: Optional[BaseException] = None
+    returned: Any = None
+    try:
+        gen = fn(*args, **kwargs)
+        while True:
+            # Each step runs in the tool's span; the caller's value is
+            # set back after it (no Token survives a yield).
+            prev = _current.get()
+            _current.set(ctx)
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = gen.throw(exc)
+                else:
+                    item = gen.send(to_send)
+            except StopIteration as stop:
+                returned = stop.value
+                return stop.value
+            finally:
+                _current.set(prev)
+            count += 1
+            if len(items) < _MAX_KEPT_ITEMS:
+                items.append(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                gen.close()
+                raise
+            except BaseException as e:
+                to_throw = e
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        duration = perf_counter_ns() - t0
+        if error is None:
+            _record(
+                spec,
+                ctx,
+                args,
+                kwargs,
+                "ok",
+                _gen_result(items, count, returned),
+                None,
+                duration,
+                extra,
+            )
+        else:
+            _record(spec, ctx, args, kwargs, status_of(error), None, error, duration, extra)
+
+
+def _wrap_async_gen(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if STATE.log is None:
+            return fn(*args, **kwargs)
+        extra = _take_extra(spec, kwargs)
+        parent = _current.get()
+        ctx = parent.child() if parent is not None else _new_trace()
+        return _drive_async_gen(fn, spec, ctx, args, kwargs, extra)
+
+    return wrapper
+
+
+async def _drive_async_gen(
+    fn: Callable[..., Any],
+    spec: _Spec,
+    ctx: SpanContext,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    extra: Any,
+) -> Any:
+    t0 = perf_counter_ns()
+    items: list[Any] = []
+    count = 0
+    to_send: Any = None
+    to_throw: Optional[BaseException] = None
+    error: Optional[BaseException] = None
+    try:
+        agen = fn(*args, **kwargs)
+        while True:
+            prev = _current.get()
+            _current.set(ctx)
+            try:
+                if to_throw is not None:
+                    exc, to_throw = to_throw, None
+                    item = await agen.athrow(exc)
+                else:
+                    item = await agen.asend(to_send)
+            except StopAsyncIteration:
+                return
+            finally:
+                _current.set(prev)
+            count += 1
+            if len(items) < _MAX_KEPT_ITEMS:
+                items.append(item)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                await agen.aclose()
+                raise
+            except BaseException as e:
+                to_throw = e
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        duration = perf_counter_ns() - t0
+        if error is None:
+            _record(
+                spec,
+                ctx,
+                args,
+                kwargs,
+                "ok",
+                _gen_result(items, count, None),
+                None,
+                duration,
+                extra,
+            )
+        else:
+            _record(spec, ctx, args, kwargs, status_of(error), None, error, duration, extra)
+
+
+@overload
+def tool(fn: F) -> F: ...
+@overload
+def tool(
+    fn: None = None,
+    *,
+    name: Optional[str] = None,
+    version: Optional[str] = None,
+    capture: Optional[str] = None,
+    metadata: Optional[dict[str, Any]] = None,
+    risk_flags: Optional[list[str]] = None,
+) -> Callable[[F], F]: ...
+def tool(
+    fn: Any = None,
+    *,
+    name: Optional[str] = None,
+    version: Optional[str] = None,
+    capture: Optional[str] = None,
+    metadata: Optional[dict[str, Any]] = None,
+    risk_flags: Optional[list[str]] = None,
+) -> Any:
+    """Records each call of the decorated function as a ``tool_call``:
+    arguments by parameter name, the result or the exception (type and
+    message), ``result_status`` ok | error | timeout | cancelled | blocked,
+    and the duration. Works bare (``@tool``) or with arguments
+    (``@tool(name="db.query", version="2.3.1", capture="hash")``), on sync,
+    async, generator and async generator functions, methods, static and
+    class methods. A call may pass ``audit_extra={"name": ..., "capture":
+    ..., "metadata": {...}, "risk_flags": [...]}`` to override them once;
+    it is removed before the function is called."""
+
+    def decorate(f: Any) -> Any:
+        if isinstance(f, staticmethod):
+            return staticmethod(decorate(f.__func__))
+        if isinstance(f, classmethod):
+            return classmethod(decorate(f.__func__))
+        if not callable(f):
+            raise ConfigError(f"@tool needs a function, got {type(f).__name__}")
+        spec = _Spec(f, name, version, capture, metadata, risk_flags)
+        if inspect.isasyncgenfunction(f):
+            wrapper = _wrap_async_gen(f, spec)
+        elif inspect.iscoroutinefunction(f):
+            wrapper = _wrap_async(f, spec)
+        elif inspect.isgeneratorfunction(f):
+            wrapper = _wrap_gen(f, spec)
+        else:
+            wrapper = _wrap_sync(f, spec)
+        functools.update_wrapper(wrapper, f)
+        wrapper.__audit_tool__ = spec.name  # type: ignore[attr-defined]
+        return wrapper
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
