@@ -811,6 +811,9 @@ struct AltSlot {
     /// at the candidate, where the regex cannot see the byte before, so the boundary
     /// is checked by hand.
     left_boundary: bool,
+    /// The alternative has no inner groups: its span comes from a plain anchored
+    /// search (the lazy DFA alone), without running a capture engine.
+    plain: bool,
 }
 
 #[derive(Debug)]
@@ -822,6 +825,191 @@ struct Family {
     /// given start, instead of one search per alternative.
     set: RegexSet,
     alts: Vec<AltSlot>,
+    /// For a family anchored at identifier starts: which alternatives can match at a
+    /// start, from the literals in the identifier. Replaces the set there.
+    needles: Option<Needles>,
+    /// An unanchored family of one capture-free alternative without assertions: the
+    /// unanchored match is the anchored one, so it is validated as it is.
+    direct: bool,
+}
+
+/// Literals of which every match of an alternative of the secret family has one,
+/// starting inside the identifier where the match starts (the identifier prefix only
+/// spans identifier characters, and each pattern starts with one). A subset of the
+/// prefilter literals, split per alternative; three-letter `pwd` forms for the
+/// labels because the label regex accepts them without the `=` the prefilter needs.
+fn alt_needles(alt: Alt) -> Option<&'static [&'static str]> {
+    const LABEL: &[&str] = &[
+        "assw",
+        "ASSW",
+        "assp",
+        "ASSP",
+        "ecret",
+        "ECRET",
+        "oken",
+        "OKEN",
+        "pi_key",
+        "PI_KEY",
+        "piKey",
+        "pi-key",
+        "PI-KEY",
+        "pi-Key",
+        "pikey",
+        "PIKEY",
+        "ccess_key",
+        "CCESS_KEY",
+        "ccessKey",
+        "ccess-key",
+        "rivate_key",
+        "RIVATE_KEY",
+        "rivateKey",
+        "redentials",
+        "REDENTIALS",
+        "pwd",
+        "PWD",
+        "Pwd",
+    ];
+    let needles: &'static [&'static str] = match alt {
+        Alt::PemKey => &["-----BEGIN "],
+        Alt::Jwt => &["eyJ"],
+        Alt::AwsAccessKey => &["AKIA", "ASIA"],
+        Alt::GcpKey => &["AIza", "GOCSPX-", "ya29."],
+        Alt::AzureAccountKey => &["AccountKey=", "SharedAccessKey="],
+        Alt::AzureSig => &["sig="],
+        Alt::GithubToken => &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+        Alt::GitlabToken => &["glpat-", "gldt-", "glptt-", "glrt-", "glcbt-", "glsoat-"],
+        Alt::SlackToken => &["xox", "xapp-"],
+        Alt::SlackWebhook => &["hooks.slack.com/"],
+        Alt::StripeKey => &["sk_", "rk_", "whsec_"],
+        Alt::AnthropicKey | Alt::OpenaiKey => &["sk-"],
+        Alt::MysqlFlag => &["mysql"],
+        Alt::SqlIdentified => &["IDENTIFIED", "identified", "Identified"],
+        Alt::PemBase64 => &["LS0tLS1CRUdJTi"],
+        Alt::Sshpass => &["sshpass"],
+        Alt::CurlUser => &["curl"],
+        Alt::PasswordIs => &["assw", "ASSW", "assp", "ASSP"],
+        Alt::CliFlag => &[
+            "assw",
+            "assp",
+            "oken",
+            "ecret",
+            "pi-key",
+            "pikey",
+            "ccess-key",
+        ],
+        Alt::Authorization => &["uthorization", "UTHORIZATION"],
+        Alt::Bearer => &["earer", "EARER"],
+        Alt::Cookie => &["ookie", "OOKIE"],
+        Alt::Labelled => LABEL,
+        _ => return None,
+    };
+    Some(needles)
+}
+
+/// One needle: its first (up to) four bytes as a little-endian word and a mask of
+/// the bytes that count, for a quick test before the full comparison.
+#[derive(Debug, Clone)]
+struct Needle {
+    head: u32,
+    head_mask: u32,
+    bytes: &'static [u8],
+    alts: u64,
+}
+
+/// The first four bytes of `b` as a little-endian word (zero-padded) and the mask of
+/// the bytes present.
+fn head_word(b: &[u8]) -> (u32, u32) {
+    let mut word = [0u8; 4];
+    let mut mask = [0u8; 4];
+    for ((w, m), &c) in word.iter_mut().zip(mask.iter_mut()).zip(b) {
+        *w = c;
+        *m = 0xFF;
+    }
+    (u32::from_le_bytes(word), u32::from_le_bytes(mask))
+}
+
+/// [`alt_needles`] of a family's alternatives, indexed by first byte.
+#[derive(Debug)]
+struct Needles {
+    /// Per first byte: the needles that start with it and the alternatives (bits by
+    /// index in the family) they stand for.
+    by_first: Vec<Vec<Needle>>,
+    /// Alternatives without needles (a configured label word, matched case
+    /// insensitively): always candidates.
+    always: u64,
+}
+
+impl Needles {
+    /// Needles for `alts`. Only the first `Labelled` alternative is the built-in word
+    /// list; a later one holds configured words and gets none.
+    fn build(alts: &[AltSlot]) -> Needles {
+        let mut by_first: Vec<Vec<Needle>> = vec![Vec::new(); 256];
+        let mut always = 0u64;
+        let mut seen_labelled = false;
+        for (i, slot) in alts.iter().enumerate().take(64) {
+            let bit = 1u64 << i;
+            let needles = if slot.alt == Alt::Labelled && seen_labelled {
+                None
+            } else {
+                alt_needles(slot.alt)
+            };
+            seen_labelled |= slot.alt == Alt::Labelled;
+            match needles {
+                Some(needles) => {
+                    for n in needles {
+                        let bytes = n.as_bytes();
+                        let Some(list) = bytes
+                            .first()
+                            .and_then(|&b| by_first.get_mut(usize::from(b)))
+                        else {
+                            always |= bit;
+                            continue;
+                        };
+                        match list.iter_mut().find(|n| n.bytes == bytes) {
+                            Some(n) => n.alts |= bit,
+                            None => {
+                                let (head, head_mask) = head_word(bytes);
+                                list.push(Needle {
+                                    head,
+                                    head_mask,
+                                    bytes,
+                                    alts: bit,
+                                });
+                            }
+                        }
+                    }
+                }
+                None => always |= bit,
+            }
+        }
+        Needles { by_first, always }
+    }
+
+    /// The alternatives that can match at the start of `rest`: those with a needle
+    /// starting inside the identifier there.
+    fn candidates(&self, rest: &[u8]) -> u64 {
+        let mut mask = self.always;
+        for (i, &b) in rest.iter().enumerate() {
+            if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+                break;
+            }
+            let (Some(list), Some(tail)) = (self.by_first.get(usize::from(b)), rest.get(i..))
+            else {
+                continue;
+            };
+            if list.is_empty() {
+                continue;
+            }
+            let (word, _) = head_word(tail);
+            for n in list {
+                if word & n.head_mask == n.head && (n.bytes.len() <= 4 || tail.starts_with(n.bytes))
+                {
+                    mask |= n.alts;
+                }
+            }
+        }
+        mask
+    }
 }
 
 /// A family that is only tried where a literal prefilter hits.
@@ -928,11 +1116,13 @@ fn build_family(
         let anchored = compile(&format!("^(?P<a{i}>{body})")).map_err(|e| err(e.to_string()))?;
         let groups =
             groups_of(&anchored, i).ok_or_else(|| err(format!("no anchored group a{i}")))?;
+        let plain = groups.values.is_empty() && groups.key.is_none() && groups.scheme.is_none();
         slots.push(AltSlot {
             alt: *alt,
             anchored,
             groups,
             left_boundary: pattern.starts_with(r"(?-u:\b)"),
+            plain,
         });
     }
     let set = RegexSetBuilder::new(
@@ -944,10 +1134,23 @@ fn build_family(
     .dfa_size_limit(16 << 20)
     .build()
     .map_err(|e| err(e.to_string()))?;
+    let direct = match (alts, slots.as_slice()) {
+        ([(_, pattern)], [slot]) => {
+            !anchored
+                && slot.plain
+                && !slot.left_boundary
+                && !pattern.contains(['^', '$'])
+                && !pattern.contains("\\b")
+                && !pattern.contains("\\B")
+        }
+        _ => false,
+    };
     Ok(Family {
         regex,
         set,
         alts: slots,
+        needles: None,
+        direct,
     })
 }
 
@@ -969,9 +1172,13 @@ fn build_prefiltered(
             detail: e.to_string(),
         })?);
     }
+    let mut family = build_family(family, alts, true)?;
+    if back_up {
+        family.needles = Some(Needles::build(&family.alts));
+    }
     Ok(Prefiltered {
         pre,
-        family: build_family(family, alts, true)?,
+        family,
         back_up,
     })
 }
@@ -1049,6 +1256,9 @@ pub struct Redactor {
     secret_keys: Vec<String>,
     /// Keyed with the tenant key once; cloned per match, which is cheaper than re-keying.
     mac: Option<HmacSha256>,
+    /// The first three bytes of every secret prefilter literal, hashed into a bit set;
+    /// None when a (configured) literal is shorter than three bytes.
+    trigrams: Option<Box<Trigrams>>,
 }
 
 impl fmt::Debug for Redactor {
@@ -1068,6 +1278,55 @@ impl fmt::Debug for Redactor {
             .field("allow_patterns", &self.allow_patterns.len())
             .field("secret_keys", &self.secret_keys)
             .finish()
+    }
+}
+
+/// Texts up to this length are tested against [`Trigrams`] before the secret
+/// prefilter runs: on short strings, the regex searches' fixed cost per call is most
+/// of the work, and most short strings hold no literal at all.
+const TRIGRAM_MAX_LEN: usize = 64;
+
+/// A bit set of hashed 3-byte prefixes of literals: if no 3-byte window of a text is
+/// in the set, the text contains none of the literals.
+struct Trigrams([u64; 1024]);
+
+impl Trigrams {
+    /// Hashes the three bytes in the low 24 bits of `x` to 16 bits.
+    fn hash(x: u32) -> usize {
+        ((x << 8).wrapping_mul(0x9E37_79B1) >> 16) as usize
+    }
+
+    fn build<'a>(literals: impl IntoIterator<Item = &'a str>) -> Option<Box<Trigrams>> {
+        let mut set = Box::new(Trigrams([0; 1024]));
+        for lit in literals {
+            let &[a, b, c, ..] = lit.as_bytes() else {
+                return None;
+            };
+            let h = Self::hash((u32::from(a) << 16) | (u32::from(b) << 8) | u32::from(c));
+            *set.0.get_mut(h >> 6)? |= 1 << (h & 63);
+        }
+        Some(set)
+    }
+
+    fn any_in(&self, bytes: &[u8]) -> bool {
+        let mut iter = bytes.iter();
+        let (Some(&a), Some(&b)) = (iter.next(), iter.next()) else {
+            return false;
+        };
+        // A rolling window of the last three bytes.
+        let mut x = (u32::from(a) << 8) | u32::from(b);
+        for &c in iter {
+            x = (x << 8) | u32::from(c);
+            let h = Self::hash(x);
+            if self
+                .0
+                .get(h >> 6)
+                .is_some_and(|word| word & (1 << (h & 63)) != 0)
+            {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -1144,7 +1403,14 @@ impl Redactor {
                 capitalized,
             ]);
         }
+        let trigrams = Trigrams::build(
+            credential_literals
+                .iter()
+                .chain(literals.iter())
+                .map(String::as_str),
+        );
         Ok(Redactor {
+            trigrams,
             secrets: build_prefiltered(
                 "secrets",
                 &[credential_literals, literals],
@@ -1193,7 +1459,8 @@ impl Redactor {
     pub fn redact_value(&self, value: &mut Value, report: &mut RedactionReport) {
         // An explicit stack instead of recursion: values built in code (not parsed)
         // have no depth limit, and the writer thread must not overflow its stack.
-        let mut stack: Vec<&mut Value> = vec![value];
+        let mut stack: Vec<&mut Value> = Vec::with_capacity(16);
+        stack.push(value);
         while let Some(v) = stack.pop() {
             match v {
                 Value::String(s) => {
@@ -1203,7 +1470,20 @@ impl Redactor {
                 }
                 Value::Number(n) => {
                     if n.is_u64() || n.is_i64() {
-                        let text = n.to_string();
+                        // Formatted on the stack: most numbers are small and clean.
+                        let mut buf = [0u8; 24];
+                        let mut cursor = buf.as_mut_slice();
+                        let text =
+                            match std::io::Write::write_fmt(&mut cursor, format_args!("{n}")) {
+                                Ok(()) => {
+                                    let len = 24 - cursor.len();
+                                    buf.get(..len)
+                                        .and_then(|b| std::str::from_utf8(b).ok())
+                                        .map(Cow::Borrowed)
+                                }
+                                Err(_) => None,
+                            }
+                            .unwrap_or_else(|| Cow::Owned(n.to_string()));
                         if let Cow::Owned(new) = self.redact_str(&text, report) {
                             *v = Value::String(new);
                         }
@@ -1288,6 +1568,14 @@ impl Redactor {
         }
     }
 
+    /// False when `text` certainly holds none of the secret prefilter's literals.
+    fn may_hold_literal(&self, text: &str) -> bool {
+        match &self.trigrams {
+            Some(t) if text.len() <= TRIGRAM_MAX_LEN => t.any_in(text.as_bytes()),
+            _ => true,
+        }
+    }
+
     fn is_allowed(&self, value: &str) -> bool {
         self.allow_values.contains(value) || self.allow_patterns.iter().any(|p| p.is_match(value))
     }
@@ -1299,21 +1587,24 @@ impl Redactor {
         if text.is_empty() {
             return out;
         }
-        let bytes = text.as_bytes();
-        self.scan_prefiltered(&self.secrets, text, &mut out, true);
-        // `~` is rare, and a byte search is much cheaper than a substring search.
-        if bytes.contains(&b'~') && text.contains("Q~") {
+        // One pass finds the number regions and the rare bytes that gate the `Q~`,
+        // `@` and `%40` families.
+        let scan = scan_bytes(text.as_bytes());
+        if self.may_hold_literal(text) {
+            self.scan_prefiltered(&self.secrets, text, &mut out, true);
+        }
+        if scan.rare & HAS_TILDE != 0 && text.contains("Q~") {
             self.scan_unanchored(&self.azure_ad, text, 0, text.len(), &mut out, true);
         }
-        if bytes.contains(&b'@') {
+        if scan.rare & HAS_AT != 0 {
             self.scan_prefiltered(&self.urls, text, &mut out, true);
             self.scan_unanchored(&self.emails, text, 0, text.len(), &mut out, true);
         }
-        if bytes.contains(&b'%') && text.contains("%40") {
+        if scan.rare & HAS_PERCENT != 0 && text.contains("%40") {
             self.scan_unanchored(&self.encoded_emails, text, 0, text.len(), &mut out, true);
         }
         let mut pos = 0;
-        for (start, end) in number_regions(bytes) {
+        for (start, end) in scan.regions {
             pos = self.scan_unanchored(&self.numbers, text, start.max(pos), end, &mut out, true);
         }
         for (kind, regex) in &self.custom {
@@ -1420,7 +1711,21 @@ impl Redactor {
             };
             let start = m.start();
             let next_char = next_char_boundary(text, start);
-            match self.first_valid_alt(family, (hay, text), start, reclassify, &mut 0) {
+            let found = match family.alts.first() {
+                Some(slot) if family.direct && m.len() <= MAX_MATCH => {
+                    let hit = Hit {
+                        alt: slot.alt,
+                        start,
+                        end: m.end(),
+                        value: None,
+                        key: None,
+                        scheme: None,
+                    };
+                    self.validate(&hit, text, reclassify)
+                }
+                _ => self.first_valid_alt(family, (hay, text), start, reclassify, &mut 0),
+            };
+            match found {
                 Some(found) => {
                     pos = found.end.max(next_char);
                     out.push(found);
@@ -1459,9 +1764,20 @@ impl Redactor {
         let rest = hay.get(start..ceil_char_boundary(hay, start.saturating_add(MAX_MATCH)))?;
         // Most prefilter hits are not secrets: the set rejects them in one DFA pass,
         // without allocating.
-        let mut matched = [false; MAX_ALTS];
+        let mut matched = [true; MAX_ALTS];
         let matched = matched.get_mut(..family.alts.len())?;
-        if !family.set.matches_read_at(matched, rest, 0) {
+        if let Some(needles) = &family.needles {
+            // The few alternatives whose literals are in the identifier; each is then
+            // tried on its own, which is cheaper than running the whole set.
+            let mask = needles.candidates(rest.as_bytes());
+            if mask == 0 {
+                return None;
+            }
+            for (i, m) in matched.iter_mut().enumerate() {
+                *m = i < 64 && mask & (1 << i) != 0;
+            }
+        } else if family.alts.len() > 1 && !family.set.matches_read_at(matched, rest, 0) {
+            // With one alternative, the set would only repeat the anchored search below.
             return None;
         }
         let mut locs: Option<CaptureLocations> = None;
@@ -1469,15 +1785,36 @@ impl Redactor {
             if slot.left_boundary && prev_byte(text, start).is_some_and(is_word_byte) {
                 continue;
             }
-            let locs = match &mut locs {
-                Some(l) if l.len() == slot.anchored.captures_len() => l,
-                _ => locs.insert(slot.anchored.capture_locations()),
-            };
-            if slot.anchored.captures_read_at(locs, rest, 0).is_none() {
-                continue;
-            }
-            let Some(hit) = Hit::from_locs(slot.alt, &slot.groups, locs, text, start) else {
-                continue;
+            let hit = if slot.plain || slot.alt == Alt::Bearer {
+                let Some(m) = slot.anchored.find_at(rest, 0) else {
+                    continue;
+                };
+                // `Bearer` is followed by blanks and a value that has none, so the
+                // value starts after the match's last blank.
+                let value = (slot.alt == Alt::Bearer)
+                    .then(|| m.as_str().bytes().rposition(|b| b == b' ' || b == b'\t'))
+                    .flatten()
+                    .map(|i| (start + m.start() + i + 1, start + m.end()));
+                Hit {
+                    alt: slot.alt,
+                    start: start + m.start(),
+                    end: start + m.end(),
+                    value,
+                    key: None,
+                    scheme: None,
+                }
+            } else {
+                let locs = match &mut locs {
+                    Some(l) if l.len() == slot.anchored.captures_len() => l,
+                    _ => locs.insert(slot.anchored.capture_locations()),
+                };
+                if slot.anchored.captures_read_at(locs, rest, 0).is_none() {
+                    continue;
+                }
+                let Some(hit) = Hit::from_locs(slot.alt, &slot.groups, locs, text, start) else {
+                    continue;
+                };
+                hit
             };
             if let Some(found) = self.validate(&hit, text, reclassify) {
                 return Some(found);
@@ -1789,19 +2126,28 @@ impl Redactor {
 
     /// The kind to use for the value under `key`, or None when the key is not secret.
     fn secret_key_kind(&self, key: &str, service_account: bool) -> Option<RedactionKind> {
-        let normalized = normalize_key(key);
-        if service_account && (normalized == "privatekey" || normalized == "privatekeyid") {
+        // Normalised on the stack: keys are short, and this runs for every key.
+        let mut buf = [0u8; 64];
+        let owned;
+        let normalized = match normalize_key_into(key, &mut buf) {
+            Some(n) => n,
+            None => {
+                owned = normalize_key(key);
+                owned.as_bytes()
+            }
+        };
+        if service_account && (normalized == b"privatekey" || normalized == b"privatekeyid") {
             return Some(RedactionKind::GcpKey);
         }
-        if !is_secret_key(&normalized)
+        if !is_secret_key(normalized)
             && !self
                 .secret_keys
                 .iter()
-                .any(|k| normalized == *k || normalized.ends_with(k.as_str()))
+                .any(|k| normalized.ends_with(k.as_bytes()))
         {
             return None;
         }
-        if normalized.ends_with("secretaccesskey") {
+        if normalized.ends_with(b"secretaccesskey") {
             return Some(RedactionKind::AwsKey);
         }
         Some(RedactionKind::SecretValue)
@@ -1961,7 +2307,29 @@ fn swar_digit_mask(w: u64) -> u64 {
     ge_30 & lt_3a & !w & (SWAR_ONES * 0x80)
 }
 
-/// State of the digit run being read by [`number_regions`].
+/// Bits of [`ByteScan::rare`].
+const HAS_TILDE: u8 = 1;
+const HAS_AT: u8 = 2;
+const HAS_PERCENT: u8 = 4;
+
+fn rare_bit(c: u8) -> u8 {
+    match c {
+        b'~' => HAS_TILDE,
+        b'@' => HAS_AT,
+        b'%' => HAS_PERCENT,
+        _ => 0,
+    }
+}
+
+/// What [`scan_bytes`] found.
+struct ByteScan {
+    /// Where a number-family pattern could match, sorted and merged.
+    regions: Vec<(usize, usize)>,
+    /// `HAS_*` bits.
+    rare: u8,
+}
+
+/// State of the digit run being read by [`scan_bytes`].
 #[derive(Default)]
 struct DigitRun {
     active: bool,
@@ -2081,8 +2449,12 @@ fn plausible_double_colon(bytes: &[u8], k: usize) -> bool {
 /// sides (digits inside a hex digest) do not count. The scan handles eight bytes at a
 /// time and looks at single bytes only in words that contain a digit, so the regex
 /// runs over a small part of ordinary text.
-fn number_regions(bytes: &[u8]) -> Vec<(usize, usize)> {
+///
+/// The same pass notes which of the bytes that gate other families (`~`, `@`, `%`)
+/// occur, so that the text is read once rather than once per byte searched for.
+fn scan_bytes(bytes: &[u8]) -> ByteScan {
     let mut regions: Vec<(usize, usize)> = Vec::new();
+    let mut rare = 0u8;
     let mut run = DigitRun::default();
     // Colons in the last six words, for the uncompressed IPv6 form.
     let mut colon_window = [0u32; 6];
@@ -2095,6 +2467,9 @@ fn number_regions(bytes: &[u8]) -> Vec<(usize, usize)> {
             break;
         };
         let w = u64::from_le_bytes(chunk);
+        if swar_eq_mask(w, b'~') | swar_eq_mask(w, b'@') | swar_eq_mask(w, b'%') != 0 {
+            rare |= chunk.iter().fold(0, |acc, &c| acc | rare_bit(c));
+        }
         let colons = swar_eq_mask(w, b':');
         if let Some(slot) = colon_window.get_mut(n % 6) {
             colon_sum = colon_sum - *slot + colons.count_ones();
@@ -2122,7 +2497,9 @@ fn number_regions(bytes: &[u8]) -> Vec<(usize, usize)> {
         let digits = swar_digit_mask(w);
         if digits == 0 {
             // A run cannot continue across eight bytes without a digit.
-            run.finish(bytes, &mut regions);
+            if run.active {
+                run.finish(bytes, &mut regions);
+            }
             continue;
         }
         // Outside a run, bytes before the first digit cannot matter.
@@ -2137,6 +2514,7 @@ fn number_regions(bytes: &[u8]) -> Vec<(usize, usize)> {
     }
     let tail_start = bytes.len() - chunks.remainder().len();
     for (k, &c) in bytes.iter().enumerate().skip(tail_start) {
+        rare |= rare_bit(c);
         run.push(k, c, bytes, &mut regions);
         let pair = c == b':' && bytes.get(k + 1) == Some(&b':');
         let across = c == b':' && k == tail_start && prev_last_colon;
@@ -2157,9 +2535,12 @@ fn number_regions(bytes: &[u8]) -> Vec<(usize, usize)> {
                 _ => merged.push((s, e)),
             }
         }
-        return merged;
+        return ByteScan {
+            regions: merged,
+            rare,
+        };
     }
-    regions
+    ByteScan { regions, rare }
 }
 
 /// A region around `start..end` with context, ending where no number pattern can
@@ -2276,6 +2657,16 @@ fn label_start_ok(text: &str, start: usize) -> bool {
     }
 }
 
+/// [`normalize_key`] into `buf`, or None when the result does not fit.
+fn normalize_key_into<'b>(key: &str, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
+    let mut n = 0;
+    for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+        *buf.get_mut(n)? = b.to_ascii_lowercase();
+        n += 1;
+    }
+    buf.get(..n)
+}
+
 /// Lowercase ASCII letters and digits only: `X-Api-Key`, `api_key` and `apiKey` all
 /// become `apikey`.
 fn normalize_key(key: &str) -> String {
@@ -2326,12 +2717,17 @@ const NOT_SECRET_SUFFIXES: &[&str] = &[
     "resumetoken",
 ];
 
-fn is_secret_key(normalized: &str) -> bool {
-    if NOT_SECRET_SUFFIXES.iter().any(|s| normalized.ends_with(s)) {
+fn is_secret_key(normalized: &[u8]) -> bool {
+    if NOT_SECRET_SUFFIXES
+        .iter()
+        .any(|s| normalized.ends_with(s.as_bytes()))
+    {
         return false;
     }
-    SECRET_KEY_EXACT.contains(&normalized)
-        || SECRET_KEY_SUFFIXES.iter().any(|s| normalized.ends_with(s))
+    SECRET_KEY_EXACT.iter().any(|s| normalized == s.as_bytes())
+        || SECRET_KEY_SUFFIXES
+            .iter()
+            .any(|s| normalized.ends_with(s.as_bytes()))
 }
 
 /// Values that stand for a secret rather than being one: environment and template
@@ -2349,31 +2745,42 @@ fn is_placeholder(v: &str) -> bool {
     {
         return true;
     }
-    let lower = v.to_ascii_lowercase();
-    if lower.contains("redacted") || lower.starts_with("your") || lower.starts_with("<your") {
+    // Compared ignoring ASCII case, without building a lowercase copy.
+    let bytes = v.as_bytes();
+    let starts_ci = |p: &[u8]| {
+        bytes
+            .get(..p.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(p))
+    };
+    if bytes
+        .windows(b"redacted".len())
+        .any(|w| w.eq_ignore_ascii_case(b"redacted"))
+        || starts_ci(b"your")
+        || starts_ci(b"<your")
+    {
         return true;
     }
-    matches!(
-        lower.as_str(),
-        "null"
-            | "none"
-            | "nil"
-            | "undefined"
-            | "true"
-            | "false"
-            | "placeholder"
-            | "example"
-            | "todo"
-            | "tbd"
-            | "n/a"
-            | "na"
-            | "hidden"
-            | "masked"
-            | "secret"
-            | "password"
-            | "passwd"
-            | "token"
-    )
+    const WORDS: &[&str] = &[
+        "null",
+        "none",
+        "nil",
+        "undefined",
+        "true",
+        "false",
+        "placeholder",
+        "example",
+        "todo",
+        "tbd",
+        "n/a",
+        "na",
+        "hidden",
+        "masked",
+        "secret",
+        "password",
+        "passwd",
+        "token",
+    ];
+    WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
 }
 
 /// Literal stand-ins used in documentation URLs like `postgres://user:password@host`.
@@ -2696,10 +3103,21 @@ fn is_ssh_target(text: &str, start: usize) -> bool {
     let Some(before) = text.get(lo..start) else {
         return false;
     };
-    let command = before
-        .rsplit(['\n', ';', '|', '&'])
-        .next()
-        .unwrap_or_default();
+    let command = match before
+        .bytes()
+        .rposition(|b| matches!(b, b'\n' | b';' | b'|' | b'&'))
+    {
+        Some(i) => before.get(i + 1..).unwrap_or_default(),
+        None => before,
+    };
+    // Every command name below contains one of these; most text has none.
+    if !command
+        .as_bytes()
+        .windows(3)
+        .any(|w| matches!(w, b"ssh" | b"scp" | b"sft" | b"rsy" | b"mos"))
+    {
+        return false;
+    }
     command.split_whitespace().any(|word| {
         let name = word.rsplit('/').next().unwrap_or_default();
         matches!(
