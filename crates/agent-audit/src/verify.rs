@@ -318,7 +318,8 @@ fn fast_check(line: &Line<'_>, stream_id: &str) -> Option<Rec> {
         (Some(digest), Some(raw)) => {
             let p = raw.get().as_bytes();
             let data = p.strip_prefix(b"{\"data\":")?;
-            let (data, salt) = data.split_at(data.len().checked_sub(77)?);
+            // `,"salt":"` + 64 hex + `"}` is 75 bytes.
+            let (data, salt) = data.split_at(data.len().checked_sub(75)?);
             let salt = salt.strip_prefix(b",\"salt\":\"")?.strip_suffix(b"\"}")?;
             let mut salt_bytes = [0u8; 32];
             hex::decode_to_slice(salt, &mut salt_bytes).ok()?;
@@ -1001,4 +1002,39 @@ pub fn erase_payloads(log: &Path, event_ids: &[String], reason: &str) -> Result<
         }
     }
     Ok(erased)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Body, Decision};
+    use crate::{AuditLog, Event, LogConfig, PayloadPart};
+    use std::time::Duration;
+
+    #[test]
+    fn writer_lines_take_the_fast_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(LogConfig::new(dir.path())).unwrap();
+        for i in 0..20 {
+            let e = Event::new(Body::Decision(Decision {
+                decision: format!("d{i}"),
+                ..Default::default()
+            }))
+            .with_part(
+                PayloadPart::Reasoning,
+                serde_json::json!({"why": "x", "n": i}),
+            );
+            log.emit(e).unwrap();
+        }
+        assert!(log.shutdown(Duration::from_secs(10)));
+        let files = StreamFiles::read(log.stream_dir()).unwrap();
+        let id = files.dir_name();
+        for line in files.lines() {
+            assert!(
+                fast_check(&line, &id).is_some(),
+                "slow path for {}",
+                String::from_utf8_lossy(line.bytes)
+            );
+        }
+    }
 }
