@@ -38,8 +38,7 @@ pub fn fmt_sha256(h: &[u8; 32]) -> String {
 pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
     let hex_part = s.strip_prefix("sha256:")?;
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut out).ok()?;
-    Some(out)
+    crate::ids::decode_hex(hex_part.as_bytes(), &mut out).then_some(out)
 }
 
 /// SHA-256 of the canonical form of `record` minus the unhashed fields.

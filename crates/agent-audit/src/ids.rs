@@ -307,6 +307,33 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Decodes hex (either case) into `out`; false when `src` is not exactly
+/// `2 * out.len()` hex digits. A table lookup per digit: the verifier
+/// decodes several hashes per record.
+pub fn decode_hex(src: &[u8], out: &mut [u8]) -> bool {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    if src.len() != out.len() * 2 {
+        return false;
+    }
+    for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+        let (Some(&a), Some(&b)) = (pair.first(), pair.get(1)) else {
+            return false;
+        };
+        match (nibble(a), nibble(b)) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Lowercase hex of `bytes`.
 pub fn to_hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -403,6 +430,12 @@ mod tests {
     fn hex_matches_the_hex_crate() {
         let b: Vec<u8> = (0..=255).collect();
         assert_eq!(to_hex(&b), hex::encode(&b));
+        let mut back = vec![0u8; 256];
+        assert!(decode_hex(to_hex(&b).as_bytes(), &mut back));
+        assert_eq!(back, b);
+        assert!(decode_hex(b"ABcd", &mut [0u8; 2]));
+        assert!(!decode_hex(b"abc", &mut [0u8; 2]));
+        assert!(!decode_hex(b"zz", &mut [0u8; 1]));
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl StreamFiles {
             let mut start = 0usize;
             while start < data.len() {
                 let rest = data.get(start..).unwrap_or_default();
-                let (len, terminated) = match rest.iter().position(|b| *b == b'\n') {
+                let (len, terminated) = match memchr::memchr(b'\n', rest) {
                     Some(i) => (i, true),
                     None => (rest.len(), false),
                 };

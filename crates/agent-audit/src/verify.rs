@@ -225,6 +225,7 @@ struct Rec {
 
 struct Ctx<'a> {
     files: &'a StreamFiles,
+    hash_key: memchr::memmem::Finder<'static>,
     stream_id: String,
     findings: Vec<Finding>,
 }
@@ -284,16 +285,20 @@ const HASH_KEY: &[u8] = b",\"hash\":\"sha256:";
 /// `{"data":<canonical>,"salt":…}` so its digest can be taken over the
 /// bytes as they are. A match proves the bytes are the ones hashed; any
 /// other outcome falls back to the full check, which says what is wrong.
-fn fast_check(line: &Line<'_>, stream_id: &str) -> Option<Rec> {
+fn fast_check(
+    line: &Line<'_>,
+    stream_id: &str,
+    finder: &memchr::memmem::Finder<'_>,
+) -> Option<Rec> {
     if !line.terminated {
         return None;
     }
     let bytes = line.bytes;
     let mut hash = None;
-    for pos in memchr::memmem::find_iter(bytes, HASH_KEY) {
+    for pos in finder.find_iter(bytes) {
         let hex_start = pos + HASH_KEY.len();
         let mut claimed = [0u8; 32];
-        if hex::decode_to_slice(bytes.get(hex_start..hex_start + 64)?, &mut claimed).is_ok() {
+        if crate::ids::decode_hex(bytes.get(hex_start..hex_start + 64)?, &mut claimed) {
             let actual: [u8; 32] = Sha256::new()
                 .chain_update(bytes.get(..pos)?)
                 .chain_update(b"}")
@@ -322,7 +327,9 @@ fn fast_check(line: &Line<'_>, stream_id: &str) -> Option<Rec> {
             let (data, salt) = data.split_at(data.len().checked_sub(75)?);
             let salt = salt.strip_prefix(b",\"salt\":\"")?.strip_suffix(b"\"}")?;
             let mut salt_bytes = [0u8; 32];
-            hex::decode_to_slice(salt, &mut salt_bytes).ok()?;
+            if !crate::ids::decode_hex(salt, &mut salt_bytes) {
+                return None;
+            }
             let d: [u8; 32] = Sha256::new()
                 .chain_update(salt_bytes)
                 .chain_update(data)
@@ -365,7 +372,7 @@ fn check_line(
     erased: &mut u64,
     scratch: &mut Vec<u8>,
 ) -> Option<Rec> {
-    if let Some(rec) = fast_check(line, &ctx.stream_id) {
+    if let Some(rec) = fast_check(line, &ctx.stream_id, &ctx.hash_key) {
         return Some(rec);
     }
     let at = Some((line.segment, line.offset));
@@ -538,6 +545,7 @@ fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>,
     let run = |part: &[Line<'_>]| {
         let mut ctx = Ctx {
             files,
+            hash_key: memchr::memmem::Finder::new(HASH_KEY),
             stream_id: stream_id.to_string(),
             findings: Vec::new(),
         };
@@ -575,6 +583,7 @@ fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>,
 pub fn verify_stream(files: &StreamFiles, opts: &VerifyOptions) -> (StreamReport, Vec<Finding>) {
     let mut ctx = Ctx {
         files,
+        hash_key: memchr::memmem::Finder::new(HASH_KEY),
         stream_id: files.dir_name(),
         findings: Vec::new(),
     };
@@ -1029,9 +1038,10 @@ mod tests {
         assert!(log.shutdown(Duration::from_secs(10)));
         let files = StreamFiles::read(log.stream_dir()).unwrap();
         let id = files.dir_name();
+        let finder = memchr::memmem::Finder::new(HASH_KEY);
         for line in files.lines() {
             assert!(
-                fast_check(&line, &id).is_some(),
+                fast_check(&line, &id, &finder).is_some(),
                 "slow path for {}",
                 String::from_utf8_lossy(line.bytes)
             );
