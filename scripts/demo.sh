@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 log="${1:-./audit-demo}"
 rm -rf "$log"
 
-cargo build --release --locked -q -p agent-audit-cli -p agent-audit --example support_agent
+# Two builds: with --example, cargo would build only examples.
+cargo build --release --locked -q -p agent-audit-cli
+cargo build --release --locked -q -p agent-audit --example support_agent
 bin=target/release/agent-audit
 
 echo "==> the agent runs a support task (LLM calls, tools, a sub-agent, a human approval)"
