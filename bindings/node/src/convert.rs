@@ -16,6 +16,7 @@
 
 use std::sync::Mutex;
 
+use agent_audit::payload::marker::{cycle, marker as marked};
 use base64::Engine as _;
 use napi::bindgen_prelude::{
     ArrayBuffer, Env, Function, JsObjectValue, JsValue, KeyCollectionMode, KeyConversion,
@@ -36,24 +37,14 @@ const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
 /// the call starts) and handed to `emit` later as an external.
 pub struct Captured(pub Mutex<Option<Value>>);
 
-fn marked(key: &str, v: Value) -> Value {
-    let mut m = Map::with_capacity(1);
-    m.insert(key.to_string(), v);
-    Value::Object(m)
-}
-
 fn truncated(reason: &str) -> Value {
-    marked("$truncated", marked("reason", Value::String(reason.into())))
+    agent_audit::payload::marker::truncated(reason, None)
 }
 
 /// A JS number as JSON: integers exactly, non-finite ones marked.
 pub fn number(x: f64) -> Value {
-    if x.is_nan() {
-        return marked("$float", Value::String("NaN".into()));
-    }
-    if x.is_infinite() {
-        let s = if x > 0.0 { "Infinity" } else { "-Infinity" };
-        return marked("$float", Value::String(s.into()));
+    if !x.is_finite() {
+        return agent_audit::payload::marker::float(x);
     }
     if x.fract() == 0.0 && x.abs() <= MAX_SAFE {
         // Exact: |x| < 2^53 fits an i64 without rounding.
@@ -124,7 +115,7 @@ impl<'e> Converter<'e> {
         let obj: Object<'e> = unsafe { v.cast()? };
         for a in &self.path {
             if self.env.strict_equals(*a, obj)? {
-                return Ok(marked("$cycle", Value::Bool(true)));
+                return Ok(cycle());
             }
         }
         self.path.push(obj);

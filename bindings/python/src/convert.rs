@@ -32,6 +32,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use agent_audit::payload::marker::{cycle, marker};
 use base64::Engine;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -39,7 +40,7 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMemoryView, PySet,
     PyString, PyTuple, PyType,
 };
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 /// Largest integer a JSON number holds exactly (RFC 8785 numbers are doubles).
 const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
@@ -111,36 +112,13 @@ fn known(py: Python<'_>) -> Option<&KnownTypes> {
         .as_ref()
 }
 
-fn marker(key: &str, inner: Value) -> Value {
-    let mut m = Map::with_capacity(1);
-    m.insert(key.to_string(), inner);
-    Value::Object(m)
-}
-
 fn truncated(reason: &str, len: Option<usize>) -> Value {
-    let mut inner = Map::with_capacity(2);
-    inner.insert("reason".into(), Value::String(reason.into()));
-    if let Some(n) = len {
-        inner.insert("len".into(), Value::from(n as u64));
-    }
-    marker("$truncated", Value::Object(inner))
+    agent_audit::payload::marker::truncated(reason, len.map(|n| n as u64))
 }
 
 /// A float as JSON: finite numbers as numbers, the rest as a marker.
 pub fn float_value(x: f64) -> Value {
-    match Number::from_f64(x) {
-        Some(n) => Value::Number(n),
-        None => {
-            let name = if x.is_nan() {
-                "NaN"
-            } else if x > 0.0 {
-                "Infinity"
-            } else {
-                "-Infinity"
-            };
-            marker("$float", Value::String(name.into()))
-        }
-    }
+    agent_audit::payload::marker::float(x)
 }
 
 /// Converts one Python value; never fails and never raises.
@@ -355,7 +333,7 @@ impl Converter {
         }
         let addr = obj.as_ptr() as usize;
         if self.path.contains(&addr) {
-            return marker("$cycle", Value::Bool(true));
+            return cycle();
         }
         self.path.push(addr);
         let v = f(self);
@@ -436,7 +414,7 @@ impl Converter {
         }
         let addr = d.as_ptr() as usize;
         if self.path.contains(&addr) {
-            return marker("$cycle", Value::Bool(true));
+            return cycle();
         }
         // Take the entries first: converting a value may run Python code
         // that changes the dict, which must not upset the iteration.
@@ -505,7 +483,7 @@ impl Converter {
         }
         let addr = obj.as_ptr() as usize;
         if self.path.contains(&addr) {
-            return marker("$cycle", Value::Bool(true));
+            return cycle();
         }
         self.path.push(addr);
         let mut out = Vec::with_capacity(len.min(self.limits.max_items) + 1);
@@ -617,10 +595,7 @@ pub fn lossy_string(s: &Bound<'_, PyString>) -> String {
 }
 
 fn truncated_inner(reason: &str, len: usize) -> Value {
-    let mut inner = Map::with_capacity(2);
-    inner.insert("reason".into(), Value::String(reason.into()));
-    inner.insert("len".into(), Value::from(len as u64));
-    Value::Object(inner)
+    agent_audit::payload::marker::truncated_body(reason, Some(len as u64))
 }
 
 /// At most `max` characters of `s`, with `…` when cut.

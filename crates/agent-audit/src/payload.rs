@@ -7,7 +7,7 @@
 //! is redacted or cut short.
 
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
@@ -74,11 +74,59 @@ fn normalize_at(v: &mut Value, depth: usize, max_depth: usize) -> bool {
 }
 
 fn depth_marker() -> Value {
-    let mut inner = Map::new();
-    inner.insert("reason".into(), Value::String("depth".into()));
-    let mut m = Map::new();
-    m.insert("$truncated".into(), Value::Object(inner));
-    Value::Object(m)
+    marker::truncated("depth", None)
+}
+
+/// The `$`-markers that stand in a payload for what JSON cannot hold or
+/// what was cut. The bindings build them from their own languages'
+/// values; defining them once keeps Python, Node and the core alike.
+pub mod marker {
+    use serde_json::{Map, Number, Value};
+
+    /// `{key: inner}`.
+    pub fn marker(key: &str, inner: Value) -> Value {
+        let mut m = Map::with_capacity(1);
+        m.insert(key.to_string(), inner);
+        Value::Object(m)
+    }
+
+    /// `{"reason": …, "len": …}`, the body of a `$truncated` marker.
+    pub fn truncated_body(reason: &str, len: Option<u64>) -> Value {
+        let mut inner = Map::with_capacity(2);
+        inner.insert("reason".into(), Value::String(reason.into()));
+        if let Some(n) = len {
+            inner.insert("len".into(), Value::from(n));
+        }
+        Value::Object(inner)
+    }
+
+    /// `{"$truncated": {"reason": …[, "len": N]}}`.
+    pub fn truncated(reason: &str, len: Option<u64>) -> Value {
+        marker("$truncated", truncated_body(reason, len))
+    }
+
+    /// `{"$cycle": true}`: a container met again inside itself.
+    pub fn cycle() -> Value {
+        marker("$cycle", Value::Bool(true))
+    }
+
+    /// A float as JSON: finite numbers as numbers, NaN and ±infinity as
+    /// `{"$float": "NaN" | "Infinity" | "-Infinity"}`.
+    pub fn float(x: f64) -> Value {
+        match Number::from_f64(x) {
+            Some(n) => Value::Number(n),
+            None => {
+                let name = if x.is_nan() {
+                    "NaN"
+                } else if x > 0.0 {
+                    "Infinity"
+                } else {
+                    "-Infinity"
+                };
+                marker("$float", Value::String(name.into()))
+            }
+        }
+    }
 }
 
 /// Replaces strings longer than `max` bytes by
@@ -91,17 +139,16 @@ pub fn truncate_strings(v: &mut Value, max: usize) -> bool {
             while !s.is_char_boundary(cut) {
                 cut -= 1;
             }
-            let mut inner = Map::new();
-            inner.insert("reason".into(), Value::String("size".into()));
+            let Value::Object(mut inner) = marker::truncated_body("size", None) else {
+                return false;
+            };
             inner.insert("bytes".into(), Value::from(s.len() as u64));
             inner.insert(
                 "sha256".into(),
                 Value::String(hex::encode(Sha256::digest(s.as_bytes()))),
             );
             inner.insert("head".into(), Value::String(s[..cut].to_string()));
-            let mut m = Map::new();
-            m.insert("$truncated".into(), Value::Object(inner));
-            *v = Value::Object(m);
+            *v = marker::marker("$truncated", Value::Object(inner));
             true
         }
         Value::Array(a) => a
