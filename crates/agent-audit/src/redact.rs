@@ -737,35 +737,46 @@ const CREDENTIAL_LITERALS: &[&str] = &[
     "curl",
 ];
 
+/// The stems of secret-looking labels (`password`, `api_key` ...), in the
+/// casings the prefilter and the per-pattern needles both look for; each
+/// list adds its own extras. One list, so the two cannot drift apart.
+macro_rules! secret_label_stems {
+    ($($extra:literal),* $(,)?) => {
+        &[
+            "assw",
+            "ASSW",
+            "assp",
+            "ASSP",
+            "ecret",
+            "ECRET",
+            "oken",
+            "OKEN",
+            "pi_key",
+            "PI_KEY",
+            "piKey",
+            "pi-key",
+            "PI-KEY",
+            "pi-Key",
+            "pikey",
+            "PIKEY",
+            "ccess_key",
+            "CCESS_KEY",
+            "ccessKey",
+            "ccess-key",
+            "rivate_key",
+            "RIVATE_KEY",
+            "rivateKey",
+            "redentials",
+            "REDENTIALS",
+            $($extra),*
+        ]
+    };
+}
+
 /// See [`CREDENTIAL_LITERALS`]. All at least four bytes long: Teddy fingerprints on
 /// the first `min(4, shortest)` bytes, and one 3-byte literal made this set 2.5 times
 /// slower. Hence `pwd=` rather than `pwd` (ODBC's `PWD=` is the case that matters).
-const LABEL_LITERALS: &[&str] = &[
-    "assw",
-    "ASSW",
-    "assp",
-    "ASSP",
-    "ecret",
-    "ECRET",
-    "oken",
-    "OKEN",
-    "pi_key",
-    "PI_KEY",
-    "piKey",
-    "pi-key",
-    "PI-KEY",
-    "pi-Key",
-    "pikey",
-    "PIKEY",
-    "ccess_key",
-    "CCESS_KEY",
-    "ccessKey",
-    "ccess-key",
-    "rivate_key",
-    "RIVATE_KEY",
-    "rivateKey",
-    "redentials",
-    "REDENTIALS",
+const LABEL_LITERALS: &[&str] = secret_label_stems!(
     "uthorization",
     "UTHORIZATION",
     "ookie",
@@ -775,7 +786,7 @@ const LABEL_LITERALS: &[&str] = &[
     "pwd=",
     "PWD=",
     "Pwd=",
-];
+);
 
 fn number_family() -> Vec<(Alt, String)> {
     vec![
@@ -839,36 +850,7 @@ struct Family {
 /// prefilter literals, split per alternative; three-letter `pwd` forms for the
 /// labels because the label regex accepts them without the `=` the prefilter needs.
 fn alt_needles(alt: Alt) -> Option<&'static [&'static str]> {
-    const LABEL: &[&str] = &[
-        "assw",
-        "ASSW",
-        "assp",
-        "ASSP",
-        "ecret",
-        "ECRET",
-        "oken",
-        "OKEN",
-        "pi_key",
-        "PI_KEY",
-        "piKey",
-        "pi-key",
-        "PI-KEY",
-        "pi-Key",
-        "pikey",
-        "PIKEY",
-        "ccess_key",
-        "CCESS_KEY",
-        "ccessKey",
-        "ccess-key",
-        "rivate_key",
-        "RIVATE_KEY",
-        "rivateKey",
-        "redentials",
-        "REDENTIALS",
-        "pwd",
-        "PWD",
-        "Pwd",
-    ];
+    const LABEL: &[&str] = secret_label_stems!("pwd", "PWD", "Pwd");
     let needles: &'static [&'static str] = match alt {
         Alt::PemKey => &["-----BEGIN "],
         Alt::Jwt => &["eyJ"],
