@@ -1,5 +1,5 @@
 //! The `agent-audit` command as a library: keygen, ingest, verify, traces,
-//! show, prove, verify-proof, erase. The binary, `python -m agent_audit`
+//! show, prove, verify-proof, erase, review, score. The binary, `python -m agent_audit`
 //! and `npx agent-audit` all call [`run_cli`], so every language runs the
 //! same code. Exit codes: 0 clean, 1 tampered (verify) or lines rejected
 //! (ingest), 2 unusable input or bad arguments.
@@ -9,10 +9,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_audit::keys::{KeyPair, PublicKey};
+use agent_audit::policy::PolicyEngine;
+use agent_audit::policy::score::{review_queue, score_log};
 use agent_audit::trace::{TraceFilter, list_traces, render_trace, show_trace};
 use agent_audit::verify::{VerifyOptions, verify_log};
-use agent_audit::{AuditError, AuditLog, KeySource, LogConfig, Overflow, Principal, Timestamp};
+use agent_audit::{
+    AuditError, AuditLog, KeySource, LogConfig, Overflow, PolicySource, Principal, Timestamp,
+};
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
 
 /// Runs the command line with `args` (the first is the program name) and
 /// returns the process exit code. Usage errors print to stderr and give 2;
@@ -74,6 +79,12 @@ enum Command {
         /// Default agent id.
         #[arg(long)]
         agent_id: Option<String>,
+        /// Policy file (TOML); default: the built-in rule pack.
+        #[arg(long, conflicts_with = "no_policy")]
+        policy: Option<PathBuf>,
+        /// Apply no policy at all.
+        #[arg(long)]
+        no_policy: bool,
     },
     /// Check every record, chain link, checkpoint and signature of LOG.
     Verify {
@@ -125,6 +136,27 @@ enum Command {
         #[arg(long = "key")]
         keys: Vec<PathBuf>,
     },
+    /// List the traces a `review` rule put on the review queue.
+    Review {
+        /// Log directory.
+        log: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each trace's risk score, compliance tier and unmet requirements.
+    Score {
+        /// Log directory.
+        log: PathBuf,
+        /// Only this trace.
+        trace: Option<String>,
+        /// Policy file whose tiers to apply; default: the built-in tiers.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Erase the payloads of records (GDPR Art. 17); hashes stay valid.
     Erase {
         /// Log directory.
@@ -149,6 +181,76 @@ fn to_json(v: &impl serde::Serialize) -> Result<String, AuditError> {
 
 fn run(cmd: Command) -> Result<u8, AuditError> {
     match cmd {
+        Command::Review { log, json } => {
+            let queue = review_queue(&log)?;
+            if json {
+                println!("{}", to_json(&queue)?);
+                return Ok(0);
+            }
+            let traces = queue["traces"].as_array().cloned().unwrap_or_default();
+            if traces.is_empty() {
+                println!("review queue is empty");
+            }
+            for t in traces {
+                println!(
+                    "{}  since {}",
+                    t["trace_id"].as_str().unwrap_or(""),
+                    t["since"].as_str().unwrap_or("")
+                );
+                for v in t["verdicts"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {}  {}  tool={}  {}",
+                        v["ts"].as_str().unwrap_or(""),
+                        v["rule_id"].as_str().unwrap_or(""),
+                        v["tool"].as_str().unwrap_or("-"),
+                        v["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Score {
+            log,
+            trace,
+            policy,
+            json,
+        } => {
+            let engine = match policy {
+                Some(p) => PolicyEngine::from_file(&p)?,
+                None => PolicyEngine::builtin()?,
+            };
+            let report = score_log(&log, trace.as_deref(), &engine)?;
+            if json {
+                println!("{}", to_json(&report)?);
+                return Ok(0);
+            }
+            for t in report["traces"].as_array().into_iter().flatten() {
+                let unmet = t["unmet"].as_array().cloned().unwrap_or_default();
+                println!(
+                    "{}  score {:>3}  tier {:<8} {}",
+                    t["trace_id"].as_str().unwrap_or(""),
+                    t["score"].as_u64().unwrap_or(0),
+                    t["tier"].as_str().unwrap_or(""),
+                    if unmet.is_empty() {
+                        "compliant".to_string()
+                    } else {
+                        format!("{} unmet", unmet.len())
+                    }
+                );
+                for u in unmet {
+                    println!(
+                        "  unmet {}: {}{}",
+                        u["requirement"].as_str().unwrap_or(""),
+                        u["reason"].as_str().unwrap_or(""),
+                        u["span_id"]
+                            .as_str()
+                            .map(|s| format!(" (span {s})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
         Command::Keygen { out, public_out } => {
             let key = KeyPair::generate()?;
             key.save(&out)?;
@@ -165,6 +267,8 @@ fn run(cmd: Command) -> Result<u8, AuditError> {
             key,
             tenant_id,
             agent_id,
+            policy,
+            no_policy,
         } => {
             let mut input = Vec::new();
             std::io::stdin()
@@ -179,6 +283,11 @@ fn run(cmd: Command) -> Result<u8, AuditError> {
                 tenant_id,
                 agent_id,
                 ..Default::default()
+            };
+            config.policy = match (policy, no_policy) {
+                (_, true) => PolicySource::Off,
+                (Some(p), _) => PolicySource::Engine(Arc::new(PolicyEngine::from_file(&p)?)),
+                (None, false) => PolicySource::Builtin,
             };
             // Every accepted line must be written: wait for room.
             config.overflow = Overflow::Block(Duration::from_secs(60));

@@ -124,10 +124,17 @@ fn keygen_ingest_verify_traces_show_prove() {
     );
     assert_eq!(doc["principal"]["tenant_id"], "t_123");
     assert_eq!(doc["outcome"], "completed");
-    assert_eq!(doc["risk_score"], 12);
+    // The caller's 12 plus the built-in external_message_tool rule's 20.
+    assert_eq!(doc["risk_score"], 32);
     assert_eq!(doc["retention_class"], "standard_7y");
     let steps = doc["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 3);
+    // Three steps and the policy verdict on the email send, its child.
+    assert_eq!(steps.len(), 4);
+    assert_eq!(steps[3]["kind"], "policy");
+    assert_eq!(steps[3]["rule_id"], "external_message_tool");
+    assert_eq!(steps[3]["tool"], "email.send");
+    assert_eq!(steps[3]["parent_step"], steps[2]["step_id"]);
+    assert_eq!(steps[2]["risk_score"], 32);
     assert_eq!(steps[0]["kind"], "llm_call");
     assert_eq!(steps[0]["model"], "claude-opus");
     assert_eq!(steps[0]["input_tokens"], 1420);
@@ -229,5 +236,68 @@ fn ingest_with_a_bad_key_fails_cleanly() {
         text(&out.stderr).contains("bad.pem"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn review_queue_score_and_a_bad_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let logs = log.to_str().unwrap();
+    let t = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let events = format!(
+        r##"{{"kind":"trace_start","trace_id":"{t}","span_id":"10f067aa0ba902b7","principal":{{"user_id":"u1","agent_id":"ops-v1"}},"task_kind":"cleanup"}}
+{{"kind":"tool_call","trace_id":"{t}","span_id":"10f067aa0ba902b8","parent_span_id":"10f067aa0ba902b7","tool":{{"name":"fs.read"}},"result_status":"ok","duration_ms":3,"payload":{{"args":{{"path":"/srv/app/.env"}}}}}}
+{{"kind":"tool_call","trace_id":"{t}","span_id":"10f067aa0ba902b9","parent_span_id":"10f067aa0ba902b7","tool":{{"name":"slack.post_message"}},"result_status":"ok","duration_ms":40,"payload":{{"args":{{"channel":"#ext","text":"done"}}}}}}
+{{"kind":"trace_end","trace_id":"{t}","span_id":"10f067aa0ba902b7","outcome":"completed"}}
+"##
+    );
+    let out = run(&["ingest", logs], Some(events.as_bytes()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = run(&["review", logs], None);
+    let shown = text(&out.stdout);
+    assert!(shown.contains(t), "{shown}");
+    assert!(shown.contains("credential_files") && shown.contains("credential_then_external_send"));
+    let out = run(&["review", logs, "--json"], None);
+    let q: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(q["traces"][0]["verdicts"][1]["tool"], "slack.post_message");
+
+    let out = run(&["score", logs, t, "--json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tr = &s["traces"][0];
+    assert_eq!(tr["tier"], "high");
+    // .env read 50; post 20 + sequence 60 = 80: 1 - 0.5 * 0.2 = 90.
+    assert_eq!(tr["score"], 90);
+    assert_eq!(
+        tr["unmet"][0]["requirement"],
+        "approval_before_external_send"
+    );
+    assert_eq!(tr["unmet"][0]["span_id"], "10f067aa0ba902b9");
+    let out = run(&["score", logs], None);
+    assert!(
+        text(&out.stdout).contains("tier high")
+            && text(&out.stdout).contains("unmet approval_before_external_send")
+    );
+    let out = run(&["show", logs, t, "--json"], None);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["risk_score"], 90);
+
+    let bad = dir.path().join("policy.toml");
+    std::fs::write(
+        &bad,
+        "version = \"1\"\n[[rule]]\nid = \"r\"\ntools = [\"x\"]\naction = \"explode\"\n",
+    )
+    .unwrap();
+    let out = run(
+        &["ingest", logs, "--policy", bad.to_str().unwrap()],
+        Some(events.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("policy.toml:5: unknown action \"explode\""),
+        "{err}"
     );
 }

@@ -7,7 +7,8 @@
 //!
 //! Module map: [`record`] (schema v1), [`jcs`] (RFC 8785), [`redact`],
 //! [`payload`], [`encode`], [`chain`], [`merkle`] (RFC 6962), [`keys`],
-//! [`writer`], [`reader`], [`verify`], [`trace`], [`proof`], [`ingest`].
+//! [`writer`], [`reader`], [`verify`], [`trace`], [`proof`], [`ingest`],
+//! [`policy`] (risk flags, blocking, scores).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod merkle;
 pub mod options;
 pub mod payload;
+pub mod policy;
 pub mod proof;
 pub mod reader;
 pub mod record;
@@ -34,4 +36,6 @@ pub mod writer;
 pub use error::{AuditError, ErrorKind, Result};
 pub use ids::{SpanId, Timestamp, TraceId};
 pub use record::{Body, CaptureMode, Event, Kind, PayloadPart, Principal, Risk};
-pub use writer::{AuditLog, FsyncPolicy, KeySource, LogConfig, Overflow, ShutdownReason, Stats};
+pub use writer::{
+    AuditLog, FsyncPolicy, KeySource, LogConfig, Overflow, PolicySource, ShutdownReason, Stats,
+};

@@ -10,9 +10,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{AuditError, Result};
+use crate::policy::PolicyEngine;
 use crate::record::{Caller, CaptureMode, Principal};
 use crate::redact::RedactionConfig;
-use crate::writer::{FsyncPolicy, KeySource, LogConfig, Overflow};
+use crate::writer::{FsyncPolicy, KeySource, LogConfig, Overflow, PolicySource};
+use std::sync::Arc;
 
 /// Redaction settings.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -107,6 +109,12 @@ pub struct LogOptions {
     /// Longest string stored in a payload before truncation.
     #[serde(default, alias = "maxStringBytes")]
     pub max_string_bytes: Option<usize>,
+    /// Policy: a TOML file path, `builtin` (the default) or `off`.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Policy given as TOML text instead of a file.
+    #[serde(default, alias = "policyToml")]
+    pub policy_toml: Option<String>,
 }
 
 impl LogOptions {
@@ -144,6 +152,21 @@ impl LogOptions {
             c.retention_class = r;
         }
         c.policy_version = self.policy_version;
+        c.policy = match (self.policy.as_deref(), self.policy_toml) {
+            (Some(_), Some(_)) => {
+                return Err(AuditError::config(
+                    "give policy (a path) or policy_toml, not both",
+                ));
+            }
+            (None, Some(text)) => {
+                PolicySource::Engine(Arc::new(PolicyEngine::from_toml(&text, "<policy_toml>")?))
+            }
+            (None | Some("builtin"), None) => PolicySource::Builtin,
+            (Some("off"), None) => PolicySource::Off,
+            (Some(path), None) => PolicySource::Engine(Arc::new(PolicyEngine::from_file(
+                std::path::Path::new(path),
+            )?)),
+        };
         if let Some(m) = self.capture {
             c.capture = CaptureMode::parse(&m)?;
         }

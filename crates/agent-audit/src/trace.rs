@@ -38,6 +38,18 @@ impl LoadedRecord {
     }
 }
 
+/// The strings of a JSON array (none when it is not one).
+pub(crate) fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every parseable record of a log, optionally only those of one trace.
 pub fn load_records(log: &Path, trace_id: Option<&str>) -> Result<Vec<LoadedRecord>> {
     let mut out = Vec::new();
@@ -133,16 +145,7 @@ pub fn list_traces(log: &Path, filter: &TraceFilter) -> Result<Vec<TraceSummary>
                 .get("steps")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len),
-            risk_flags: doc
-                .get("risk_flags")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            risk_flags: strings(doc.get("risk_flags")),
             risk_score: doc.get("risk_score").and_then(Value::as_u64).unwrap_or(0),
         };
         if let Some(f) = &filter.flag
@@ -256,7 +259,7 @@ fn build_document(trace_id: &str, mut recs: Vec<LoadedRecord>) -> Map<String, Va
         .collect();
 
     let mut all_flags: Vec<String> = Vec::new();
-    let mut max_score = 0u64;
+    let mut step_scores: Vec<u32> = Vec::new();
     let mut out_steps = Vec::with_capacity(ordered.len());
     for i in &ordered {
         let Some(r) = steps.get(*i) else { continue };
@@ -296,7 +299,10 @@ fn build_document(trace_id: &str, mut recs: Vec<LoadedRecord>) -> Map<String, Va
                 s.insert("provider".into(), p.clone());
             }
         }
-        if let Some(t) = r.record.get("tool") {
+        if let Some(Value::String(t)) = r.record.get("tool") {
+            // A policy verdict names its tool as a string.
+            s.insert("tool".into(), Value::String(t.clone()));
+        } else if let Some(t) = r.record.get("tool") {
             s.insert("tool".into(), t.get("name").cloned().unwrap_or(Value::Null));
             if let Some(v) = t.get("version") {
                 s.insert("tool_version".into(), v.clone());
@@ -344,7 +350,10 @@ fn build_document(trace_id: &str, mut recs: Vec<LoadedRecord>) -> Map<String, Va
             .and_then(|x| x.get("score"))
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        max_score = max_score.max(score);
+        if r.str("kind") != Some("policy") {
+            step_scores.push(u32::try_from(score.min(100)).unwrap_or(100));
+        }
+        s.insert("risk_score".into(), Value::from(score));
         s.insert("risk_flags".into(), flags);
         out_steps.push(Value::Object(s));
     }
@@ -410,9 +419,11 @@ fn build_document(trace_id: &str, mut recs: Vec<LoadedRecord>) -> Map<String, Va
         .and_then(|r| r.record.get("risk"))
         .and_then(|x| x.get("score"))
         .and_then(Value::as_u64);
+    // The trace score of docs/policy.md, or trace_end's if higher.
+    let combined = u64::from(crate::policy::score::combine_scores(step_scores));
     doc.insert(
         "risk_score".into(),
-        Value::from(end_score.unwrap_or(max_score).max(max_score)),
+        Value::from(end_score.unwrap_or(combined).max(combined)),
     );
     doc.insert(
         "risk_flags".into(),

@@ -27,6 +27,7 @@ use crate::error::{AuditError, ErrorKind, Result};
 use crate::ids::{Timestamp, uuid_v7_at};
 use crate::keys::{KeyPair, load_or_create_dev_key};
 use crate::payload::PayloadLimits;
+use crate::policy::{Alert, AlertHandler, PolicyEngine};
 use crate::record::{Body, CaptureMode, Counter, Event, Gap, Principal, StreamEnd, StreamStart};
 use crate::redact::{RedactionConfig, Redactor};
 
@@ -109,6 +110,20 @@ pub struct LogConfig {
     pub segment_max_bytes: u64,
     /// Sign every record (`sig`), not just checkpoints.
     pub sign_records: bool,
+    /// The policy judging every event (the built-in pack by default).
+    pub policy: PolicySource,
+}
+
+/// Which policy a log applies.
+#[derive(Clone, Debug, Default)]
+pub enum PolicySource {
+    /// The built-in rule pack.
+    #[default]
+    Builtin,
+    /// No policy: no flags, no verdicts.
+    Off,
+    /// A loaded policy (from a file or text).
+    Engine(Arc<PolicyEngine>),
 }
 
 impl LogConfig {
@@ -133,6 +148,7 @@ impl LogConfig {
             fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
             segment_max_bytes: 64 * 1024 * 1024,
             sign_records: false,
+            policy: PolicySource::Builtin,
         }
     }
 }
@@ -220,6 +236,8 @@ struct Shared {
     stream_dir: PathBuf,
     key_id: String,
     thread: Mutex<Option<JoinHandle<()>>>,
+    policy: Option<Arc<PolicyEngine>>,
+    alert_handler: Arc<Mutex<Option<AlertHandler>>>,
 }
 
 /// A handle to one log writer. Cheap to clone; all clones share the
@@ -269,11 +287,20 @@ impl AuditLog {
         };
         let key = Arc::new(key);
         let redactor = Arc::new(Redactor::new(config.redaction.clone())?);
+        let policy = match &config.policy {
+            PolicySource::Builtin => Some(Arc::new(PolicyEngine::builtin()?)),
+            PolicySource::Off => None,
+            PolicySource::Engine(p) => Some(p.clone()),
+        };
+        let policy_version = config
+            .policy_version
+            .clone()
+            .or_else(|| policy.as_ref().map(|p| p.version().to_string()));
         let encoder = RecordEncoder::new(
             EncoderSettings {
                 principal: config.principal.clone(),
                 retention_class: config.retention_class.clone(),
-                policy_version: config.policy_version.clone(),
+                policy_version,
                 capture: config.capture,
                 hash_user_ids: config.hash_user_ids,
                 limits: config.limits.clone(),
@@ -316,6 +343,8 @@ impl AuditLog {
             last_sync: Instant::now(),
             unsynced: false,
             lost_unencodable: 0,
+            policy: None,
+            alerts: None,
         };
         let mut settings = Map::new();
         settings.insert(
@@ -353,6 +382,11 @@ impl AuditLog {
         writer.sync()?;
         writer.write_head()?;
 
+        let alert_handler: Arc<Mutex<Option<AlertHandler>>> = Arc::new(Mutex::new(None));
+        if policy.is_some() {
+            writer.alerts = Some(spawn_alert_thread(alert_handler.clone())?);
+        }
+        writer.policy = policy.clone();
         let thread = std::thread::Builder::new()
             .name("agent-audit-writer".into())
             // Dropping a deeply nested value recurses; give it room.
@@ -372,6 +406,8 @@ impl AuditLog {
                 stream_dir,
                 key_id: key.key_id().to_string(),
                 thread: Mutex::new(Some(thread)),
+                policy,
+                alert_handler,
             }),
         })
     }
@@ -389,6 +425,21 @@ impl AuditLog {
     /// Id of the signing key.
     pub fn key_id(&self) -> &str {
         &self.shared.key_id
+    }
+
+    /// The policy this log applies, for the caller-thread check before a
+    /// tool runs ([`PolicyEngine::gate`], [`PolicyEngine::pre_check`]).
+    pub fn policy(&self) -> Option<&Arc<PolicyEngine>> {
+        self.shared.policy.as_ref()
+    }
+
+    /// Sets the function called for each `alert` verdict. It runs on a
+    /// thread of its own, never on the agent's or the writer's; alerts that
+    /// arrive faster than it returns are dropped past a bound of 1,024.
+    pub fn set_alert_handler(&self, handler: Option<AlertHandler>) {
+        if let Ok(mut h) = self.shared.alert_handler.lock() {
+            *h = handler;
+        }
     }
 
     /// Queues an event. `Ok(true)` when queued, `Ok(false)` when it was
@@ -575,6 +626,25 @@ struct Writer {
     last_sync: Instant,
     unsynced: bool,
     lost_unencodable: u64,
+    policy: Option<Arc<PolicyEngine>>,
+    alerts: Option<Sender<Alert>>,
+}
+
+fn spawn_alert_thread(handler: Arc<Mutex<Option<AlertHandler>>>) -> Result<Sender<Alert>> {
+    let (tx, rx) = bounded::<Alert>(1024);
+    std::thread::Builder::new()
+        .name("agent-audit-alerts".into())
+        .spawn(move || {
+            // Ends when the writer (the only sender) is gone.
+            for alert in rx {
+                let h = handler.lock().ok().and_then(|h| h.clone());
+                if let Some(h) = h {
+                    h(&alert);
+                }
+            }
+        })
+        .map_err(|e| AuditError::io("cannot start the alert thread", e))?;
+    Ok(tx)
 }
 
 // Small batches keep what a crash can lose, and the memory held, small;
@@ -715,7 +785,33 @@ impl Writer {
         }
     }
 
-    fn encode_event(&mut self, event: Event) {
+    fn encode_event(&mut self, mut event: Event) {
+        let verdicts = match &self.policy {
+            Some(p) => p.observe(&mut event),
+            None => Vec::new(),
+        };
+        if verdicts.is_empty() {
+            return self.encode_one(event);
+        }
+        let followers: Vec<Event> = verdicts
+            .iter()
+            .map(|v| PolicyEngine::verdict_event(v, &event))
+            .collect();
+        if let Some(tx) = &self.alerts {
+            for v in verdicts
+                .iter()
+                .filter(|v| v.effect.action == crate::policy::Action::Alert)
+            {
+                let _ = tx.try_send(Alert::new(v, &event));
+            }
+        }
+        self.encode_one(event);
+        for f in followers {
+            self.encode_one(f);
+        }
+    }
+
+    fn encode_one(&mut self, event: Event) {
         let sealed = self
             .encoder
             .encode(event)
