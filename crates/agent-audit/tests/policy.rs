@@ -582,3 +582,171 @@ fn an_external_send_without_approval_is_an_unmet_requirement() {
     assert_eq!(unmet[0]["requirement"], "approval_before_external_send");
     assert_eq!(unmet[0]["span_id"], second_span.as_str());
 }
+
+/// What a binding does around a tool call: check, then block, ask for
+/// approval, or run; the log shows each outcome.
+#[test]
+fn block_and_approval_flows_as_a_binding_drives_them() {
+    use agent_audit::trace::show_trace;
+    use agent_audit::{AuditLog, PolicySource};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.policy = PolicySource::Engine(Arc::new(
+        PolicyEngine::from_toml(
+            r#"
+version = "flows-1"
+[[rule]]
+id = "no_drop"
+tools = ["db.*"]
+regex = ['(?i)\bdrop\s+table\b']
+flags = ["destructive_operation"]
+score = 80
+action = "block"
+[[rule]]
+id = "refund_approval"
+tools = ["payments.refund"]
+flags = ["money_movement"]
+score = 30
+action = "require_approval"
+"#,
+            "p.toml",
+        )
+        .unwrap(),
+    ));
+    let log = AuditLog::open(config).unwrap();
+    let policy = log.policy().unwrap().clone();
+    let t = TraceId::random();
+    let mut side_effects = Vec::new();
+
+    // The binding's tool wrapper, in miniature.
+    let call = |tool: &str,
+                    args: Value,
+                    approve: Option<bool>,
+                    side_effects: &mut Vec<String>|
+     -> Result<(), String> {
+        let gate = policy.gate(tool);
+        let mut event = tool_event(tool, args.clone(), t);
+        if !gate.is_open() {
+            let pre = policy.pre_check(&gate, tool, Some(t), event.span_id, &args);
+            if let Some(d) = &pre.decision {
+                let allowed = d.effect.action == Action::RequireApproval && approve == Some(true);
+                if d.effect.action == Action::RequireApproval {
+                    let decision = if approve == Some(true) {
+                        "approved"
+                    } else {
+                        "denied"
+                    };
+                    log.emit(PolicyEngine::review_event(
+                        d,
+                        &event,
+                        decision,
+                        Some("lead@example.com".into()),
+                        Some("checked the order".into()),
+                        12.0,
+                    ))
+                    .unwrap();
+                }
+                if !allowed {
+                    if let Body::ToolCall(c) = &mut event.body {
+                        c.outcome.result_status = Some(ResultStatus::Blocked);
+                    }
+                    event.risk = pre.risk();
+                    let policy_record = PolicyEngine::verdict_event(d, &event);
+                    log.emit(event).unwrap();
+                    log.emit(policy_record).unwrap();
+                    return Err(d.rule_id.clone());
+                }
+            }
+        }
+        side_effects.push(tool.to_string());
+        if let Body::ToolCall(c) = &mut event.body {
+            c.outcome.result_status = Some(ResultStatus::Ok);
+        }
+        log.emit(event).unwrap();
+        Ok(())
+    };
+    assert_eq!(
+        call(
+            "db.query",
+            json!({"sql": "DROP TABLE orders"}),
+            None,
+            &mut side_effects
+        ),
+        Err("no_drop".into())
+    );
+    assert_eq!(
+        call(
+            "db.query",
+            json!({"sql": "SELECT 1"}),
+            None,
+            &mut side_effects
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        call(
+            "payments.refund",
+            json!({"order": "o-1"}),
+            Some(true),
+            &mut side_effects
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        call(
+            "payments.refund",
+            json!({"order": "o-2"}),
+            Some(false),
+            &mut side_effects
+        ),
+        Err("refund_approval".into())
+    );
+    assert_eq!(side_effects, ["db.query", "payments.refund"]);
+    assert!(log.shutdown(Duration::from_secs(10)));
+
+    let report = agent_audit::verify::verify_log(dir.path(), &Default::default()).unwrap();
+    assert_eq!(report.exit_code(), 0);
+    let doc = show_trace(dir.path(), &t.to_string()).unwrap();
+    let steps = doc["steps"].as_array().unwrap();
+    let summary: Vec<(String, String)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().to_string(),
+                s["result_status"]
+                    .as_str()
+                    .or(s["decision"].as_str())
+                    .or(s["rule_id"].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("tool_call", "blocked"),
+        ("policy", "no_drop"),
+        ("tool_call", "ok"),
+        ("human_review", "approved"),
+        ("tool_call", "ok"),
+        ("policy", "refund_approval"),
+        ("human_review", "denied"),
+        ("tool_call", "blocked"),
+        ("policy", "refund_approval"),
+    ];
+    let mut got: Vec<(String, String)> = summary.clone();
+    got.sort();
+    let mut want: Vec<(String, String)> = expect
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "{doc:#}");
+    let blocked = steps
+        .iter()
+        .find(|s| s["result_status"] == "blocked")
+        .unwrap();
+    assert_eq!(blocked["risk_score"], 80);
+}

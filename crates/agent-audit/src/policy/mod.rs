@@ -820,6 +820,36 @@ impl PolicyEngine {
         rules
     }
 
+    /// The `human_review` record of an approval asked by `verdict` for the
+    /// step `subject`: `decision` is approved | denied | timeout; the
+    /// reviewer's reason goes in the (erasable) payload.
+    pub fn review_event(
+        verdict: &Verdict,
+        subject: &Event,
+        decision: &str,
+        reviewer: Option<String>,
+        reason: Option<String>,
+        wait_ms: f64,
+    ) -> Event {
+        let mut e = Event::new(Body::HumanReview(crate::record::HumanReview {
+            decision: decision.into(),
+            reviewer,
+            subject_span_id: subject.span_id.map(|s| s.to_string()),
+            decided_at: Some(Timestamp::now().to_rfc3339()),
+            wait_ms: Some(wait_ms),
+            rule_id: Some(verdict.rule_id.clone()),
+        }));
+        e.trace_id = subject.trace_id;
+        e.parent_span_id = subject.parent_span_id;
+        e.span_id = subject.trace_id.map(|_| SpanId::random());
+        e.principal = subject.principal.clone();
+        e.retention_class = subject.retention_class.clone();
+        if let Some(r) = reason {
+            e.payload.insert(PayloadPart::Reason, Value::String(r));
+        }
+        e
+    }
+
     fn verdict_of(&self, rule: &ContentRule) -> Verdict {
         Verdict {
             rule_id: rule.id.clone(),
