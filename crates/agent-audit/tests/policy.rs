@@ -623,9 +623,9 @@ action = "require_approval"
 
     // The binding's tool wrapper, in miniature.
     let call = |tool: &str,
-                    args: Value,
-                    approve: Option<bool>,
-                    side_effects: &mut Vec<String>|
+                args: Value,
+                approve: Option<bool>,
+                side_effects: &mut Vec<String>|
      -> Result<(), String> {
         let gate = policy.gate(tool);
         let mut event = tool_event(tool, args.clone(), t);
