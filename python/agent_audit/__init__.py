@@ -16,6 +16,7 @@ import os
 from typing import Any, Optional, Union
 
 from . import _native, context
+from ._policy import Alert, Approval, ApprovalRequest, on_alert, set_approver
 from ._spans import (
     AgentSpawn,
     LlmCall,
@@ -81,6 +82,9 @@ def show(dir: PathLike, trace_id: str) -> dict[str, Any]:
 
 __all__ = [
     "AgentSpawn",
+    "Alert",
+    "Approval",
+    "ApprovalRequest",
     "AuditError",
     "AuditIOError",
     "ClosedError",
@@ -106,7 +110,9 @@ __all__ = [
     "init",
     "llm_call",
     "memory",
+    "on_alert",
     "retrieval",
+    "set_approver",
     "show",
     "shutdown",
     "stats",

@@ -1,6 +1,6 @@
 """Type stubs of the native module (checked by ``mypy.stubtest``)."""
 
-from typing import Any, Final, Optional, final
+from typing import Any, Callable, Final, Optional, final
 
 __all__ = [
     "ERROR_KINDS",
@@ -13,9 +13,11 @@ __all__ = [
     "InvalidLogError",
     "NotFoundError",
     "ParseError",
+    "PolicyDecision",
     "ProofError",
     "SigningKeyError",
     "SpanContext",
+    "ToolGate",
     "__version__",
     "capture_value",
     "reseed_after_fork",
@@ -63,6 +65,30 @@ class SpanContext:
     def agent_id(self) -> Optional[str]: ...
 
 @final
+class ToolGate: ...
+
+@final
+class PolicyDecision:
+    @property
+    def action(self) -> str: ...
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def tool(self) -> str: ...
+    @property
+    def flags(self) -> list[str]: ...
+    @property
+    def score(self) -> int: ...
+    @property
+    def rule_ids(self) -> list[str]: ...
+    @property
+    def args(self) -> Any: ...
+
+@final
 class AuditLog:
     def __new__(
         cls,
@@ -92,6 +118,42 @@ class AuditLog:
         risk_flags: Optional[list[str]] = None,
         otel: Optional[tuple[str, str]] = None,
     ) -> bool: ...
+    def gate(self, name: str) -> Optional[ToolGate]: ...
+    def pre_check(
+        self,
+        gate: ToolGate,
+        ctx: SpanContext,
+        name: str,
+        names: tuple[str, ...],
+        skip: int,
+        varargs: Optional[str],
+        args: tuple[Any, ...],
+        kwargs: Optional[dict[str, Any]],
+    ) -> Optional[PolicyDecision]: ...
+    def blocked(
+        self,
+        decision: PolicyDecision,
+        ctx: SpanContext,
+        version: Optional[str],
+        error: BaseException,
+        duration_ns: int,
+        capture: Optional[str] = None,
+        metadata: Any = None,
+        risk_flags: Optional[list[str]] = None,
+        otel: Optional[tuple[str, str]] = None,
+    ) -> bool: ...
+    def review(
+        self,
+        decision: PolicyDecision,
+        ctx: SpanContext,
+        outcome: str,
+        reviewer: Optional[str] = None,
+        reason: Optional[str] = None,
+        wait_ns: int = 0,
+    ) -> bool: ...
+    def set_alert_handler(self, handler: Optional[Callable[[dict[str, Any]], Any]]) -> None: ...
+    @property
+    def policy_version(self) -> Optional[str]: ...
     def emit(
         self,
         kind: str,

@@ -32,6 +32,10 @@ class _State:
         self.prev_sigterm: Any = None
         self.sigterm_installed = False
         self.not_logged = 0
+        # Policy callbacks (see _policy.py).
+        self.approver: Any = None
+        self.approval_timeout = 30.0
+        self.on_alert: Any = None
 
 
 STATE = _State()
@@ -44,9 +48,12 @@ def init(
     tenant_id: Optional[str] = None,
     agent_id: Optional[str] = None,
     retention_class: Optional[str] = None,
-    policy: Optional[Union[str, dict[str, Any]]] = None,
+    policy: Optional[PathLike] = None,
     capture: str = "redacted",
     *,
+    approver: Any = None,
+    approval_timeout: Optional[float] = None,
+    on_alert: Any = None,
     exit_timeout: float = 5.0,
     handle_sigterm: bool = True,
     **options: Any,
@@ -57,8 +64,15 @@ def init(
 
     ``signing_key`` is a path to an Ed25519 PKCS#8 PEM key, or the PEM text
     itself; without one a development key is created in ``dir`` (with a
-    warning from the core). ``policy`` is a policy version string (or
-    ``{"version": ...}``), stamped on every event. Any other option of the
+    warning from the core). ``policy`` is the path of a TOML policy file
+    (``docs/policy.md``), ``"builtin"`` (the default: the built-in rule
+    pack, which flags and routes for review but blocks nothing) or
+    ``"off"``; ``policy_toml=`` gives the TOML text instead. A bad policy
+    raises ``ConfigError`` naming the file, line and reason. ``approver``
+    (with ``approval_timeout`` seconds, default 30) answers
+    ``require_approval`` rules and ``on_alert`` receives ``alert``
+    verdicts: see :func:`agent_audit.set_approver` and
+    :func:`agent_audit.on_alert`. Any other option of the
     core may be given by name (``user_id``, ``session_id``, ``hashing_key``,
     ``redaction``, ``queue_capacity``, ``overflow="drop"|"block"``,
     ``block_timeout_ms``, ``checkpoint_every``, ``fsync``, ``sign_records``,
@@ -85,19 +99,24 @@ def init(
         if value is not None:
             opts[name] = value
     if policy is not None:
-        if isinstance(policy, str):
-            opts["policy_version"] = policy
-        elif isinstance(policy, dict) and set(policy) <= {"version"}:
-            if "version" in policy:
-                opts["policy_version"] = str(policy["version"])
-        else:
+        if not isinstance(policy, (str, os.PathLike)):
             raise ConfigError(
-                "policy: only a version (str or {'version': ...}) is supported; "
-                "blocking rules need the core's policy engine"
+                "policy must be the path of a TOML policy file, 'builtin' or 'off' "
+                f"(or give policy_toml=...), got {type(policy).__name__}"
             )
+        opts["policy"] = os.fspath(policy)
     opts.update(options)
+    # Checked before the log opens: a mistake leaves the old one running.
+    from ._policy import install_alert_handler, set_approver
+    from ._policy import on_alert as set_on_alert
+
+    if approver is not None or approval_timeout is not None:
+        set_approver(approver if approver is not None else STATE.approver, timeout=approval_timeout)
+    if on_alert is not None:
+        set_on_alert(on_alert)
     with _lock:
         log = AuditLog(opts, **limits)
+        install_alert_handler(log)
         old, STATE.log = STATE.log, log
         STATE.options = opts
         STATE.limits = limits
@@ -211,6 +230,9 @@ def _after_fork_in_child() -> None:
     old.abandon()
     try:
         STATE.log = AuditLog(STATE.options, **STATE.limits)
+        from ._policy import install_alert_handler
+
+        install_alert_handler(STATE.log)
     except Exception:
         STATE.log = None
         return

@@ -14,7 +14,8 @@ import inspect
 from time import perf_counter_ns
 from typing import Any, Callable, Optional, TypeVar, overload
 
-from ._native import ConfigError, SpanContext
+from ._native import AuditLog, ConfigError, SpanContext, ToolGate
+from ._policy import CallSite, enforce_async, enforce_sync
 from ._state import STATE
 from .context import _current, otel_ids
 from .errors import ToolBlocked
@@ -43,6 +44,8 @@ class _Spec:
 
     __slots__ = (
         "capture",
+        "gate",
+        "gate_log",
         "metadata",
         "name",
         "names",
@@ -86,6 +89,35 @@ class _Spec:
         self.names = tuple(names[self.skip :])
         self.varargs = varargs
         self.pop_extra = "audit_extra" not in params
+        # The policy gate of this tool, for the log it was computed for:
+        # None (no check needed) for every tool no blocking rule names.
+        self.gate: Optional[ToolGate] = None
+        self.gate_log: Optional[AuditLog] = None
+
+    def needs_check(self, log: AuditLog, extra: Any) -> bool:
+        """Whether calls need the policy check before they run (the only
+        cost on the fast path: two identity tests)."""
+        if self.gate_log is not log:
+            self.gate = log.gate(self.name)
+            self.gate_log = log
+        return self.gate is not None or (extra is not None and "name" in extra)
+
+    def site(self, extra: Any) -> tuple[str, Optional[ToolGate], CallSite]:
+        """The name, gate and record fields of one call, after its
+        ``audit_extra``."""
+        log = self.gate_log
+        if extra is None:
+            name, version, capture, metadata, flags = (
+                self.name,
+                self.version,
+                self.capture,
+                self.metadata,
+                self.risk_flags,
+            )
+        else:
+            name, version, capture, metadata, flags = self.overrides(extra)
+        gate = self.gate if name == self.name or log is None else log.gate(name)
+        return name, gate, CallSite(version, capture, metadata, flags, otel_ids())
 
     def overrides(self, extra: Any) -> tuple[str, Optional[str], Optional[str], Any, Any]:
         """Name, version, capture, metadata and risk flags after a call's
@@ -168,13 +200,44 @@ def _take_extra(spec: _Spec, kwargs: dict[str, Any]) -> Any:
     return extra
 
 
+def _check_sync(
+    spec: _Spec, log: AuditLog, ctx: SpanContext, args: tuple[Any, ...], kwargs: Any, extra: Any
+) -> None:
+    """The policy check before a gated tool runs; raises ToolBlocked."""
+    name, gate, site = spec.site(extra)
+    if gate is None:
+        return
+    decision = log.pre_check(
+        gate, ctx, name, spec.names, spec.skip, spec.varargs, args, kwargs or None
+    )
+    if decision is not None:
+        enforce_sync(log, decision, ctx, site)
+
+
+async def _check_async(
+    spec: _Spec, log: AuditLog, ctx: SpanContext, args: tuple[Any, ...], kwargs: Any, extra: Any
+) -> None:
+    """:func:`_check_sync` for async tools: the approver is awaited."""
+    name, gate, site = spec.site(extra)
+    if gate is None:
+        return
+    decision = log.pre_check(
+        gate, ctx, name, spec.names, spec.skip, spec.varargs, args, kwargs or None
+    )
+    if decision is not None:
+        await enforce_async(log, decision, ctx, site)
+
+
 def _wrap_sync(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if STATE.log is None:
+        log = STATE.log
+        if log is None:
             return fn(*args, **kwargs)
         extra = _take_extra(spec, kwargs)
         parent = _current.get()
         ctx = parent.child() if parent is not None else _new_trace()
+        if spec.needs_check(log, extra):
+            _check_sync(spec, log, ctx, args, kwargs, extra)
         _current.set(ctx)
         t0 = perf_counter_ns()
         try:
@@ -194,11 +257,14 @@ def _wrap_sync(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
 
 def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if STATE.log is None:
+        log = STATE.log
+        if log is None:
             return await fn(*args, **kwargs)
         extra = _take_extra(spec, kwargs)
         parent = _current.get()
         ctx = parent.child() if parent is not None else _new_trace()
+        if spec.needs_check(log, extra):
+            await _check_async(spec, log, ctx, args, kwargs, extra)
         _current.set(ctx)
         t0 = perf_counter_ns()
         try:
@@ -230,11 +296,15 @@ def _wrap_gen(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     # A plain function returning a generator: the span's parent is where
     # the tool was called, not wherever the first next() happens.
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if STATE.log is None:
+        log = STATE.log
+        if log is None:
             return fn(*args, **kwargs)
         extra = _take_extra(spec, kwargs)
         parent = _current.get()
         ctx = parent.child() if parent is not None else _new_trace()
+        # Checked when called: a blocked generator tool raises right away.
+        if spec.needs_check(log, extra):
+            _check_sync(spec, log, ctx, args, kwargs, extra)
         return _drive_gen(fn, spec, ctx, args, kwargs, extra)
 
     return wrapper
@@ -306,12 +376,15 @@ def _drive_gen(
 
 def _wrap_async_gen(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if STATE.log is None:
+        log = STATE.log
+        if log is None:
             return fn(*args, **kwargs)
         extra = _take_extra(spec, kwargs)
         parent = _current.get()
         ctx = parent.child() if parent is not None else _new_trace()
-        return _drive_async_gen(fn, spec, ctx, args, kwargs, extra)
+        # Checked when iteration starts (the approver may be awaited).
+        check = spec.needs_check(log, extra)
+        return _drive_async_gen(fn, spec, ctx, args, kwargs, extra, log if check else None)
 
     return wrapper
 
@@ -323,7 +396,10 @@ async def _drive_async_gen(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     extra: Any,
+    check_log: Optional[AuditLog] = None,
 ) -> Any:
+    if check_log is not None:
+        await _check_async(spec, check_log, ctx, args, kwargs, extra)
     t0 = perf_counter_ns()
     items: list[Any] = []
     count = 0

@@ -25,7 +25,7 @@ pub mod _native {
         NotFoundError, ParseError, ProofError, SigningKeyError,
     };
     #[pymodule_export]
-    use crate::log::{PyAuditLog, PySpanContext};
+    use crate::log::{PyAuditLog, PyPolicyDecision, PySpanContext, PyToolGate};
 
     use std::path::PathBuf;
 

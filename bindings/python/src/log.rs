@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use agent_audit::ingest::event_from_map;
 use agent_audit::options::LogOptions;
+use agent_audit::policy::{Alert, PolicyEngine, PreVerdict, ToolGate, Verdict};
 use agent_audit::record::{Caller, OtelContext, Outcome, ResultStatus, ToolCall, ToolInfo};
 use agent_audit::{
     AuditLog, Body, CaptureMode, Event, Overflow, PayloadPart, Principal, SpanId, Timestamp,
@@ -158,6 +159,191 @@ pub struct PyAuditLog {
     limits: Limits,
 }
 
+/// The arguments of a call by parameter name: `names` are the positional
+/// parameter names (after `skip` leading ones such as `self`), extra
+/// positional arguments go under `varargs`, keyword arguments by name.
+fn args_value(
+    conv: &mut Converter,
+    names: &Bound<'_, PyTuple>,
+    skip: usize,
+    varargs: Option<&str>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> Value {
+    let mut arg_map = Map::new();
+    let mut extra = Vec::new();
+    for (i, a) in args.iter().enumerate().skip(skip) {
+        match names.get_item(i - skip) {
+            Ok(n) => {
+                let key = n
+                    .cast::<PyString>()
+                    .map(lossy_string)
+                    .unwrap_or_else(|_| format!("arg{i}"));
+                arg_map.insert(key, conv.top(&a));
+            }
+            Err(_) => extra.push(conv.top(&a)),
+        }
+    }
+    if !extra.is_empty() {
+        arg_map.insert(varargs.unwrap_or("args").to_string(), Value::Array(extra));
+    }
+    if let Some(kw) = kwargs {
+        for (k, v) in kw.iter() {
+            let key = k
+                .cast::<PyString>()
+                .map(lossy_string)
+                .unwrap_or_else(|_| qualified_name(&k));
+            arg_map.insert(key, conv.top(&v));
+        }
+    }
+    Value::Object(arg_map)
+}
+
+/// A finished (or stopped) tool call, before it is placed in its span.
+struct ToolEvent<'a> {
+    name: &'a str,
+    version: Option<&'a str>,
+    status: ResultStatus,
+    error_type: Option<String>,
+    duration_ns: u64,
+    payload: BTreeMap<PayloadPart, Value>,
+    capture: Option<CaptureMode>,
+    metadata: Option<Value>,
+    risk_flags: Option<Vec<String>>,
+    otel: Option<(String, String)>,
+}
+
+impl ToolEvent<'_> {
+    fn build(self, ctx: &PySpanContext) -> Event {
+        let body = Body::ToolCall(ToolCall {
+            tool: ToolInfo {
+                name: self.name.to_string(),
+                version: self.version.map(str::to_string),
+                ..Default::default()
+            },
+            outcome: Outcome {
+                result_status: Some(self.status),
+                duration_ms: Some(self.duration_ns as f64 / 1e6),
+                error_type: self.error_type,
+            },
+            ..Default::default()
+        });
+        let now = Timestamp::now();
+        let mut event = Event::new(body);
+        event.ts = Timestamp(
+            now.0
+                .saturating_sub(i64::try_from(self.duration_ns).unwrap_or(0)),
+        );
+        event.payload = self.payload;
+        event.capture = self.capture;
+        event.metadata = self.metadata.map(|m| match m {
+            Value::Object(o) => o,
+            other => {
+                let mut o = Map::new();
+                o.insert("value".into(), other);
+                o
+            }
+        });
+        if let Some(flags) = self.risk_flags {
+            event.risk.flags = flags;
+        }
+        if let Some((trace_id, span_id)) = self.otel {
+            event.otel = Some(OtelContext { trace_id, span_id });
+        }
+        ctx.place(&mut event);
+        event
+    }
+}
+
+/// Which policy checks calls of one tool need before they run (see
+/// `AuditLog.gate`). Opaque; keep it with the tool.
+#[pyclass(frozen, name = "ToolGate", module = "agent_audit._native")]
+pub struct PyToolGate {
+    gate: ToolGate,
+    policy: Arc<PolicyEngine>,
+}
+
+/// A policy rule's decision about a call before it ran: `block` or
+/// `require_approval`, with the rule and what it adds.
+#[pyclass(frozen, name = "PolicyDecision", module = "agent_audit._native")]
+pub struct PyPolicyDecision {
+    pre: PreVerdict,
+    verdict: Verdict,
+    args: Value,
+    tool: String,
+}
+
+#[pymethods]
+impl PyPolicyDecision {
+    /// `block` or `require_approval`.
+    #[getter]
+    fn action(&self) -> &'static str {
+        self.verdict.effect.action.as_str()
+    }
+
+    /// The id of the deciding rule.
+    #[getter]
+    fn rule_id(&self) -> &str {
+        &self.verdict.rule_id
+    }
+
+    /// Why (the rule's description, never the matched text).
+    #[getter]
+    fn reason(&self) -> &str {
+        &self.verdict.reason
+    }
+
+    /// The rule's family.
+    #[getter]
+    fn family(&self) -> &str {
+        &self.verdict.family
+    }
+
+    /// The tool the decision is about.
+    #[getter]
+    fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// Flags of every rule that matched the call.
+    #[getter]
+    fn flags(&self) -> Vec<String> {
+        self.pre.risk().flags
+    }
+
+    /// Score of every rule that matched the call (capped at 100).
+    #[getter]
+    fn score(&self) -> u32 {
+        self.pre.risk().score
+    }
+
+    /// The ids of every rule that matched the call.
+    #[getter]
+    fn rule_ids(&self) -> Vec<String> {
+        self.pre
+            .verdicts
+            .iter()
+            .map(|v| v.rule_id.clone())
+            .collect()
+    }
+
+    /// The arguments as recorded (JSON-shaped, before redaction): what an
+    /// approver is shown.
+    #[getter]
+    fn args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py(py, &self.args)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PolicyDecision(action={}, rule_id={:?}, tool={:?})",
+            self.action(),
+            self.verdict.rule_id,
+            self.tool
+        )
+    }
+}
+
 fn parse_status(s: &str) -> PyResult<ResultStatus> {
     Ok(match s {
         "ok" => ResultStatus::Ok,
@@ -272,34 +458,9 @@ impl PyAuditLog {
         let status = parse_status(status)?;
         let capture = parse_capture(capture)?;
         let mut conv = Converter::new(self.limits);
-        let mut arg_map = Map::new();
-        let mut extra = Vec::new();
-        for (i, a) in args.iter().enumerate().skip(skip) {
-            match names.get_item(i - skip) {
-                Ok(n) => {
-                    let key = n
-                        .cast::<PyString>()
-                        .map(lossy_string)
-                        .unwrap_or_else(|_| format!("arg{i}"));
-                    arg_map.insert(key, conv.top(&a));
-                }
-                Err(_) => extra.push(conv.top(&a)),
-            }
-        }
-        if !extra.is_empty() {
-            arg_map.insert(varargs.unwrap_or("args").to_string(), Value::Array(extra));
-        }
-        if let Some(kw) = kwargs {
-            for (k, v) in kw.iter() {
-                let key = k
-                    .cast::<PyString>()
-                    .map(lossy_string)
-                    .unwrap_or_else(|_| qualified_name(&k));
-                arg_map.insert(key, conv.top(&v));
-            }
-        }
+        let arg_value = args_value(&mut conv, names, skip, varargs, args, kwargs);
         let mut payload = BTreeMap::new();
-        payload.insert(PayloadPart::Args, Value::Object(arg_map));
+        payload.insert(PayloadPart::Args, arg_value);
         let mut error_type = None;
         if status == ResultStatus::Ok {
             let v = match result {
@@ -312,50 +473,188 @@ impl PyAuditLog {
             error_type = Some(t);
             payload.insert(PayloadPart::Error, part);
         }
-        let body = Body::ToolCall(ToolCall {
-            tool: ToolInfo {
-                name: name.to_string(),
-                version: version.map(str::to_string),
-                ..Default::default()
-            },
-            outcome: Outcome {
-                result_status: Some(status),
-                duration_ms: Some(duration_ns as f64 / 1e6),
-                error_type,
-            },
-            ..Default::default()
-        });
-        let now = Timestamp::now();
-        let mut event = Event::new(body);
-        event.ts = Timestamp(
-            now.0
-                .saturating_sub(i64::try_from(duration_ns).unwrap_or(0)),
-        );
-        event.payload = payload;
-        event.capture = capture;
-        if let Some(m) = metadata {
-            event.metadata = Some(match conv.top(m) {
-                Value::Object(o) => o,
-                other => {
-                    let mut o = Map::new();
-                    o.insert("value".into(), other);
-                    o
-                }
-            });
+        let event = ToolEvent {
+            name,
+            version,
+            status,
+            error_type,
+            duration_ns,
+            payload,
+            capture,
+            metadata: metadata.map(|m| conv.top(m)),
+            risk_flags,
+            otel,
         }
-        if let Some(flags) = risk_flags {
-            event.risk.flags = flags;
-        }
-        if let Some((trace_id, span_id)) = otel {
-            event.otel = Some(OtelContext { trace_id, span_id });
-        }
-        ctx.place(&mut event);
+        .build(ctx);
         match self.send(py, event) {
             Ok(queued) => Ok(queued),
             // Logging after shutdown or a malformed OTel id must not
             // break the tool: report it as not queued.
             Err(_) => Ok(false),
         }
+    }
+
+    /// The policy gate of a tool: None when no policy is loaded or no
+    /// rule that blocks or asks for approval can match calls of `name`
+    /// (the tool then skips the check). Compute it once per tool.
+    fn gate(&self, name: &str) -> Option<PyToolGate> {
+        let policy = self.inner.policy()?;
+        let gate = policy.gate(name);
+        (!gate.is_open()).then(|| PyToolGate {
+            gate,
+            policy: policy.clone(),
+        })
+    }
+
+    /// The check before a gated tool runs, on the caller's thread: copies
+    /// the arguments as `tool_call` does and asks the policy. Returns the
+    /// decision when a rule blocks the call or asks for approval, else
+    /// None (the call goes ahead).
+    #[pyo3(signature = (gate, ctx, name, names, skip, varargs, args, kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn pre_check(
+        &self,
+        gate: &PyToolGate,
+        ctx: &PySpanContext,
+        name: &str,
+        names: &Bound<'_, PyTuple>,
+        skip: usize,
+        varargs: Option<&str>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Option<PyPolicyDecision> {
+        let mut conv = Converter::new(self.limits);
+        let arg_value = args_value(&mut conv, names, skip, varargs, args, kwargs);
+        let pre = gate.policy.pre_check(
+            &gate.gate,
+            name,
+            Some(ctx.trace_id),
+            Some(ctx.span_id),
+            &arg_value,
+        );
+        let verdict = pre.decision.clone()?;
+        Some(PyPolicyDecision {
+            pre,
+            verdict,
+            args: arg_value,
+            tool: name.to_string(),
+        })
+    }
+
+    /// Records a tool call that `decision` stopped before it ran: the
+    /// tool's event with status `blocked` (its arguments, and `error`,
+    /// the exception raised to the caller) and the `policy` record.
+    /// Returns False when not queued; never raises for logging trouble.
+    #[pyo3(signature = (decision, ctx, version, error, duration_ns, capture=None, metadata=None, risk_flags=None, otel=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn blocked(
+        &self,
+        py: Python<'_>,
+        decision: &PyPolicyDecision,
+        ctx: &PySpanContext,
+        version: Option<&str>,
+        error: &Bound<'_, PyBaseException>,
+        duration_ns: u64,
+        capture: Option<&str>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        risk_flags: Option<Vec<String>>,
+        otel: Option<(String, String)>,
+    ) -> PyResult<bool> {
+        let capture = parse_capture(capture)?;
+        let mut conv = Converter::new(self.limits);
+        let (error_type, error_part) = self.error_part(error);
+        let mut payload = BTreeMap::new();
+        payload.insert(PayloadPart::Args, decision.args.clone());
+        payload.insert(PayloadPart::Error, error_part);
+        let event = ToolEvent {
+            name: &decision.tool,
+            version,
+            status: ResultStatus::Blocked,
+            error_type: Some(error_type),
+            duration_ns,
+            payload,
+            capture,
+            metadata: metadata.map(|m| conv.top(m)),
+            risk_flags,
+            otel,
+        }
+        .build(ctx);
+        let mut queued = true;
+        for record in decision.pre.blocked_records(event) {
+            queued &= self.send(py, record).unwrap_or(false);
+        }
+        Ok(queued)
+    }
+
+    /// Records the answer to an approval `decision` asked for: a
+    /// `human_review` (approved | denied | timeout) next to the tool's
+    /// span `ctx`, with the reviewer, the reason (erasable) and how long
+    /// the answer took. Returns False when not queued.
+    #[pyo3(signature = (decision, ctx, outcome, reviewer=None, reason=None, wait_ns=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn review(
+        &self,
+        py: Python<'_>,
+        decision: &PyPolicyDecision,
+        ctx: &PySpanContext,
+        outcome: &str,
+        reviewer: Option<String>,
+        reason: Option<String>,
+        wait_ns: u64,
+    ) -> PyResult<bool> {
+        if !matches!(outcome, "approved" | "denied" | "timeout") {
+            return Err(InvalidEventError::new_err(format!(
+                "an approval is approved, denied or timeout, got {outcome:?}"
+            )));
+        }
+        let mut subject = Event::new(Body::ToolCall(ToolCall {
+            tool: ToolInfo {
+                name: decision.tool.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
+        ctx.place(&mut subject);
+        let record = PolicyEngine::review_event(
+            &decision.verdict,
+            &subject,
+            outcome,
+            reviewer,
+            reason,
+            wait_ns as f64 / 1e6,
+        );
+        Ok(self.send(py, record).unwrap_or(false))
+    }
+
+    /// Sets the function called with each `alert` verdict (a dict:
+    /// rule_id, reason, flags, score, trace_id, span_id, tool), or None.
+    /// It runs on a thread of its own, never the agent's; what it raises
+    /// is reported as unraisable and does not stop later alerts.
+    #[pyo3(signature = (handler))]
+    fn set_alert_handler(&self, handler: Option<Py<PyAny>>) {
+        let Some(handler) = handler else {
+            self.inner.set_alert_handler(None);
+            return;
+        };
+        let handler = Arc::new(handler);
+        self.inner
+            .set_alert_handler(Some(Arc::new(move |alert: &Alert| {
+                let value = alert.to_json();
+                // The interpreter may be shutting down: then skip it.
+                let _ = Python::try_attach(|py| {
+                    let call = to_py(py, &value).and_then(|arg| handler.call1(py, (arg,)));
+                    if let Err(e) = call {
+                        e.write_unraisable(py, Some(handler.bind(py)));
+                    }
+                });
+            })));
+    }
+
+    /// The version of the policy in force (`policy_version` of each
+    /// event), or None without a policy.
+    #[getter]
+    fn policy_version(&self) -> Option<String> {
+        self.inner.policy().map(|p| p.version().to_string())
     }
 
     /// Records an event of any kind a caller may submit. `fields` holds

@@ -650,13 +650,11 @@ action = "require_approval"
                     .unwrap();
                 }
                 if !allowed {
-                    if let Body::ToolCall(c) = &mut event.body {
-                        c.outcome.result_status = Some(ResultStatus::Blocked);
+                    let records = pre.blocked_records(event);
+                    assert_eq!(records.len(), 2);
+                    for r in records {
+                        log.emit(r).unwrap();
                     }
-                    event.risk = pre.risk();
-                    let policy_record = PolicyEngine::verdict_event(d, &event);
-                    log.emit(event).unwrap();
-                    log.emit(policy_record).unwrap();
                     return Err(d.rule_id.clone());
                 }
             }

@@ -264,6 +264,34 @@ impl PreVerdict {
     pub fn risk(&self) -> Risk {
         risk_of(&self.verdicts, 0)
     }
+
+    /// The records of a call this decision stopped before it ran: the
+    /// tool's own event (`event`, as it would have been recorded: span,
+    /// arguments, principal) with status `blocked` and the verdicts'
+    /// flags and score, then the `policy` record naming the deciding
+    /// rule. Both bindings write exactly these, in this order.
+    pub fn blocked_records(&self, mut event: Event) -> Vec<Event> {
+        if let Body::ToolCall(c) = &mut event.body {
+            c.outcome.result_status = Some(ResultStatus::Blocked);
+        }
+        // The caller's own flags and score stay; the verdicts' add to them.
+        let caller = std::mem::take(&mut event.risk);
+        let mut risk = risk_of(&self.verdicts, caller.score);
+        for f in caller.flags.into_iter().rev() {
+            if !risk.flags.contains(&f) {
+                risk.flags.insert(0, f);
+            }
+        }
+        event.risk = risk;
+        let policy = self
+            .decision
+            .as_ref()
+            .map(|d| PolicyEngine::verdict_event(d, &event));
+        let mut out = Vec::with_capacity(2);
+        out.push(event);
+        out.extend(policy);
+        out
+    }
 }
 
 /// Which caller-thread checks a tool needs. Compute it once per tool (it
@@ -1102,6 +1130,20 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The alert as a JSON object (snake_case names), as the bindings
+    /// hand it to application callbacks.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "rule_id": self.rule_id,
+            "reason": self.reason,
+            "flags": self.flags,
+            "score": self.score,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "tool": self.tool,
+        })
+    }
+
     /// The alert for a verdict about `subject`.
     pub fn new(v: &Verdict, subject: &Event) -> Alert {
         Alert {
