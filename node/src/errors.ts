@@ -24,6 +24,7 @@ export type AuditErrorCode =
   | 'ERR_AUDIT_NOT_FOUND'
   | 'ERR_AUDIT_ALREADY_INITIALIZED'
   | 'ERR_AUDIT_INVALID_ARGUMENT'
+  | 'ERR_AUDIT_TOOL_BLOCKED'
   | 'ERR_AUDIT_INTERNAL';
 
 /** Base class of every error agent-audit throws. */
@@ -81,6 +82,43 @@ export class AlreadyInitializedError extends AuditError {
 /** An argument to the API has the wrong type or shape. */
 export class InvalidArgumentError extends AuditError {
   constructor(message: string, options?: { cause?: unknown }) { super(message, 'ERR_AUDIT_INVALID_ARGUMENT', options); }
+}
+
+/** What stopped a tool call (see {@link ToolBlockedError}). */
+export interface ToolBlockedDetails {
+  /** The deciding policy rule. */
+  ruleId: string;
+  /** The tool that did not run. */
+  tool: string;
+  /** The rule's action: `block` or `require_approval`. */
+  action: string;
+  /** The rule's description. */
+  reason: string;
+  /** For `require_approval`: how the approval ended (`denied` or `timeout`). */
+  review?: 'denied' | 'timeout';
+}
+
+/**
+ * A policy rule stopped a tool before its body ran: a `block` rule, or a
+ * `require_approval` rule whose approval was denied or timed out. The
+ * call is recorded with `result_status` blocked next to a `policy` record
+ * naming the rule.
+ */
+export class ToolBlockedError extends AuditError {
+  readonly ruleId: string;
+  readonly tool: string;
+  readonly action: string;
+  readonly reason: string;
+  readonly review: 'denied' | 'timeout' | undefined;
+
+  constructor(message: string, details: ToolBlockedDetails) {
+    super(message, 'ERR_AUDIT_TOOL_BLOCKED');
+    this.ruleId = details.ruleId;
+    this.tool = details.tool;
+    this.action = details.action;
+    this.reason = details.reason;
+    this.review = details.review;
+  }
 }
 
 type ErrorClass = new (message: string, options?: { cause?: unknown }) => AuditError;

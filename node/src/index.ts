@@ -20,10 +20,20 @@ import { isMainThread } from 'node:worker_threads';
 import * as native from './native.js';
 import {
   AlreadyInitializedError,
-  ConfigError,
   InvalidArgumentError,
+  ToolBlockedError,
   fromNative,
 } from './errors.js';
+import {
+  askApproval,
+  installAlertHandler,
+  onAlert as setAlertHandler,
+  requestOf,
+  setApprover,
+  type Alert,
+  type ApprovalOutcome,
+  type Approver,
+} from './policy.js';
 import {
   bind,
   currentFrame,
@@ -36,7 +46,8 @@ import {
 } from './context.js';
 
 export * from './errors.js';
-export { currentTrace };
+export { currentTrace, setApprover };
+export type { Alert, Approval, ApprovalAnswer, ApprovalOutcome, ApprovalRequest, Approver } from './policy.js';
 export type { CapturedContext, PrincipalFields };
 
 // ---------------------------------------------------------------- options
@@ -64,13 +75,23 @@ export interface InitOptions {
   caller?: 'human' | 'system';
   /** Default retention class (`standard_7y`). */
   retentionClass?: string;
-  /** Policy version stamped on every event. */
+  /** Policy version stamped on every event (default: the policy's own). */
   policyVersion?: string;
   /**
-   * Policy rules. Not supported yet: the core has no policy engine, so
-   * anything but `undefined` / `null` is a {@link ConfigError}.
+   * The policy: the path of a TOML policy file (docs/policy.md),
+   * `builtin` (the default: the built-in rule pack, which flags and routes
+   * for review but blocks nothing) or `off`. A bad file throws a
+   * {@link ConfigError} naming the file, line and reason.
    */
-  policy?: null;
+  policy?: string;
+  /** The policy as TOML text instead of a file. */
+  policyToml?: string;
+  /** Answers `require_approval` rules (see {@link setApprover}). */
+  approver?: Approver;
+  /** Bound of an approval (default 30 000 ms). */
+  approvalTimeoutMs?: number;
+  /** Receives `alert` verdicts (see {@link onAlert}). */
+  onAlert?: (alert: Alert) => void;
   /** `hash` | `redacted` (default) | `raw`. */
   capture?: 'hash' | 'redacted' | 'raw';
   /** Tenant hashing key: keyed argument hashes and redaction tokens. */
@@ -226,10 +247,12 @@ export function init(options: InitOptions): LogInfo {
   if (log && !log.closed) {
     throw new AlreadyInitializedError(`agent-audit is already initialised with ${log.dir}; call shutdown() first`);
   }
-  const { exitTimeoutMs: t, exitHooks, policy, ...rest } = options;
-  if (policy !== undefined && policy !== null) {
-    throw new ConfigError('policy rules are not supported yet (the core has no policy engine); use policyVersion to stamp a version');
+  const { exitTimeoutMs: t, exitHooks, approver, approvalTimeoutMs, onAlert: alerts, ...rest } = options;
+  // Checked before the log opens, so a mistake opens nothing.
+  if (approver !== undefined || approvalTimeoutMs !== undefined) {
+    setApprover(approver, approvalTimeoutMs === undefined ? {} : { timeoutMs: approvalTimeoutMs });
   }
+  if (alerts !== undefined) setAlertHandler(alerts);
   let opened: native.NativeLog;
   try {
     opened = native.openLog(rest);
@@ -237,10 +260,21 @@ export function init(options: InitOptions): LogInfo {
     throw fromNative(e);
   }
   log = opened;
+  // A worker that joined the main thread's writer keeps its handler.
+  if (!opened.reused || alerts !== undefined) installAlertHandler(opened);
   exitTimeoutMs = typeof t === 'number' && t >= 0 ? t : 5000;
   emittedSinceFlush = 0;
   if (exitHooks !== false) installHooks();
   return { streamId: opened.streamId, dir: opened.dir, joined: opened.reused };
+}
+
+/**
+ * Registers the function called with each `alert` verdict (or removes it
+ * with `undefined`). It runs on the event loop, off the tool's path, and
+ * never keeps the process alive.
+ */
+export function onAlert(fn: ((alert: Alert) => void) | undefined | null): void {
+  setAlertHandler(fn, log);
 }
 
 /** Whether a log is open in this thread. */
@@ -407,7 +441,7 @@ function envelope(span: Span, kind: string, ts: number, risk?: RiskOptions): Rec
   return e;
 }
 
-type Status = 'ok' | 'error' | 'cancelled' | 'timeout';
+type Status = 'ok' | 'error' | 'cancelled' | 'timeout' | 'blocked';
 
 function statusOf(e: unknown): Status {
   const name = (e as { name?: unknown } | null)?.name;
@@ -731,10 +765,112 @@ export interface ToolOptions extends RiskOptions {
 
 type AnyFn = (...args: any[]) => any;
 
+interface ToolSite {
+  name: string;
+  toolInfo: Record<string, unknown>;
+  opts: ToolOptions;
+}
+
+/** The `tool_call` event of one call. */
+function toolEvent(
+  site: ToolSite,
+  span: Span,
+  ts: number,
+  t0: number,
+  args: unknown,
+  status: Status,
+  result: unknown,
+  error: unknown,
+): Record<string, unknown> {
+  const opts = site.opts;
+  const e = envelope(span, 'tool_call', ts, opts);
+  e.tool = site.toolInfo;
+  e.result_status = status;
+  e.duration_ms = elapsed(t0);
+  e.data_classification = opts.dataClassification;
+  e.environment = opts.environment;
+  e.authorization_method = opts.authorizationMethod;
+  e.permissions_used = opts.permissionsUsed;
+  e.metadata = opts.metadata;
+  const payload: Record<string, unknown> = { args };
+  if (status === 'ok') {
+    if (result !== undefined) payload.result = result;
+  } else {
+    e.error_type = errorName(error);
+    payload.error = errorPart(error);
+  }
+  e.payload = payload;
+  return e;
+}
+
+/** Runs the tool body in its span and watches the result. */
+function runBody(self: unknown, fn: AnyFn, args: unknown[], span: Span, finish: Finish, captureResult: boolean): unknown {
+  let out: unknown;
+  try {
+    out = storage.run(span.frame, () => fn.apply(self, args));
+  } catch (err) {
+    finish(statusOf(err), undefined, err);
+    throw err;
+  }
+  return settle(out, finish, span.frame, captureResult);
+}
+
+/** Records a call the policy stopped and returns the error for the caller. */
+function stopCall(
+  l: native.NativeLog,
+  decision: native.PolicyDecision,
+  site: ToolSite,
+  span: Span,
+  ts: number,
+  t0: number,
+  args: unknown,
+  review: ApprovalOutcome | undefined,
+): ToolBlockedError {
+  const err = new ToolBlockedError(
+    review === undefined
+      ? `${decision.tool} blocked by policy rule ${decision.ruleId}: ${decision.reason}`
+      : `${decision.tool} needs approval (policy rule ${decision.ruleId}: ${decision.reason}); approval ${review.outcome}`,
+    {
+      ruleId: decision.ruleId,
+      tool: decision.tool,
+      action: decision.action,
+      reason: decision.reason,
+      review: review === undefined ? undefined : review.outcome === 'timeout' ? 'timeout' : 'denied',
+    },
+  );
+  try {
+    if (!l.emitBlocked(decision, toolEvent(site, span, ts, t0, args, 'blocked', undefined, err))) notLogged++;
+  } catch (e) {
+    warnOnce(`agent-audit: a blocked call was not logged: ${fromNative(e).message}`);
+  }
+  return err;
+}
+
+function recordReview(l: native.NativeLog, decision: native.PolicyDecision, site: ToolSite, span: Span, ts: number, o: ApprovalOutcome, waitMs: number): void {
+  const subject = envelope(span, 'tool_call', ts);
+  subject.tool = site.toolInfo;
+  try {
+    if (!l.emitReview(decision, subject, o.outcome, o.reviewer, o.reason, waitMs)) notLogged++;
+  } catch (e) {
+    warnOnce(`agent-audit: an approval was not logged: ${fromNative(e).message}`);
+  }
+}
+
 function wrapFunction<F extends AnyFn>(name: string, fn: F, opts: ToolOptions): F {
   const sig = parameterNames(fn);
-  const toolInfo = { name, version: opts.version, publisher: opts.publisher, trust_level: opts.trustLevel };
+  const site: ToolSite = {
+    name,
+    toolInfo: { name, version: opts.version, publisher: opts.publisher, trust_level: opts.trustLevel },
+    opts,
+  };
   const captureResult = opts.captureResult !== false;
+  const tag = (fn as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag];
+  // A blocked async function rejects instead of throwing synchronously.
+  const isAsync = tag === 'AsyncFunction' || tag === 'AsyncGeneratorFunction';
+  // The policy gate, for the log it was computed for: null (no check) for
+  // every tool no blocking rule can match.
+  let gateLog: native.NativeLog | undefined;
+  let gate: native.ToolGate | null = null;
   const wrapped = function (this: unknown, ...args: unknown[]): unknown {
     let span: Span;
     let capturedArgs: unknown;
@@ -752,33 +888,31 @@ function wrapFunction<F extends AnyFn>(name: string, fn: F, opts: ToolOptions): 
     const finish: Finish = (status, result, error) => {
       if (finished) return;
       finished = true;
-      const e = envelope(span, 'tool_call', ts, opts);
-      e.tool = toolInfo;
-      e.result_status = status;
-      e.duration_ms = elapsed(t0);
-      e.data_classification = opts.dataClassification;
-      e.environment = opts.environment;
-      e.authorization_method = opts.authorizationMethod;
-      e.permissions_used = opts.permissionsUsed;
-      e.metadata = opts.metadata;
-      const payload: Record<string, unknown> = { args: capturedArgs };
-      if (status === 'ok') {
-        if (result !== undefined) payload.result = result;
-      } else {
-        e.error_type = errorName(error);
-        payload.error = errorPart(error);
-      }
-      e.payload = payload;
-      emitQuiet(e);
+      emitQuiet(toolEvent(site, span, ts, t0, capturedArgs, status, result, error));
     };
-    let out: unknown;
-    try {
-      out = storage.run(span.frame, () => fn.apply(this, args));
-    } catch (err) {
-      finish(statusOf(err), undefined, err);
-      throw err;
+    const l = log;
+    if (l !== gateLog) {
+      gateLog = l;
+      gate = l && !l.closed ? l.gate(name) : null;
     }
-    return settle(out, finish, span.frame, captureResult);
+    if (gate === null || l === undefined) return runBody(this, fn, args, span, finish, captureResult);
+
+    const decision = l.preCheck(gate, name, span.traceId, span.spanId, capturedArgs);
+    if (!decision) return runBody(this, fn, args, span, finish, captureResult);
+    const fail = (review: ApprovalOutcome | undefined): never | Promise<never> => {
+      finished = true;
+      const err = stopCall(l, decision, site, span, ts, t0, capturedArgs, review);
+      if (isAsync) return Promise.reject(err);
+      throw err;
+    };
+    if (decision.action !== 'require_approval') return fail(undefined);
+    const answer = askApproval(requestOf(decision, span.traceId, span.spanId));
+    const decide = (o: ApprovalOutcome): unknown => {
+      recordReview(l, decision, site, span, ts, o, elapsed(t0));
+      return o.outcome === 'approved' ? runBody(this, fn, args, span, finish, captureResult) : fail(o);
+    };
+    if (!isThenable(answer)) return decide(answer);
+    return answer.then(decide);
   };
   Object.defineProperty(wrapped, 'name', { value: fn.name || name, configurable: true });
   Object.defineProperty(wrapped, 'length', { value: fn.length, configurable: true });

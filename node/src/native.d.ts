@@ -18,6 +18,44 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** A handle to this process's writer for one log directory. */
 export declare class NativeLog {
+  /**
+   * The policy gate of a tool: null when no rule that blocks or asks
+   * for approval can match calls of `tool` (they then skip the check).
+   * Compute it once per tool.
+   */
+  gate(tool: string): ToolGate | null
+  /**
+   * The check before a gated tool runs, on the calling thread: `args`
+   * are the call's arguments (a value from `capture`, which stays
+   * usable, or any JS value). Returns the decision when a rule blocks
+   * the call or asks for approval, else null.
+   */
+  preCheck(gate: ToolGate, tool: string, traceId: string, spanId: string, args: unknown): PolicyDecision | null
+  /**
+   * Records a call `decision` stopped before it ran: `event` is the
+   * tool's event as it would have been recorded (status `blocked`, the
+   * error thrown to the caller); the core adds the verdicts' risk and
+   * writes it with the `policy` record. False when not queued.
+   */
+  emitBlocked(decision: PolicyDecision, event: unknown): boolean
+  /**
+   * Records the answer to an approval `decision` asked for: a
+   * `human_review` (`approved` | `denied` | `timeout`) about the tool
+   * call `subject` (its envelope: trace, span, parent, principal), with
+   * the reviewer, the reason (erasable) and the wait. False when not
+   * queued.
+   */
+  emitReview(decision: PolicyDecision, subject: unknown, outcome: string, reviewer: string | undefined | null, reason: string | undefined | null, waitMs: number): boolean
+  /**
+   * Sets the function called with each `alert` verdict, as JSON text
+   * (rule_id, reason, flags, score, trace_id, span_id, tool), or
+   * removes it. It is called on this thread's event loop, never keeps
+   * the process alive, and alerts raised while the loop is gone are
+   * dropped.
+   */
+  setAlertHandler(handler?: ((arg: string) => void) | undefined | null): void
+  /** The version of the policy in force, or null without a policy. */
+  get policyVersion(): string | null
   /** The stream this writer writes (a UUIDv7). */
   get streamId(): string
   /** The stream's directory. */
@@ -63,6 +101,40 @@ export declare class NativeLog {
   /** Current counters, read without stopping the writer. */
   stats(): LogStats
 }
+
+/**
+ * A policy rule's decision about a call before it ran: `block` or
+ * `require_approval`, with the rule and what every matching rule adds.
+ */
+export declare class PolicyDecision {
+  /** `block` or `require_approval`. */
+  get action(): string
+  /** The id of the deciding rule. */
+  get ruleId(): string
+  /** Why (the rule's description, never the matched text). */
+  get reason(): string
+  /** The rule's family. */
+  get family(): string
+  /** The tool the decision is about. */
+  get tool(): string
+  /** Flags of every rule that matched the call. */
+  get flags(): Array<string>
+  /** Score of every rule that matched the call (capped at 100). */
+  get score(): number
+  /** The ids of every rule that matched the call. */
+  get ruleIds(): Array<string>
+  /**
+   * The arguments as recorded (before redaction): what an approver is
+   * shown.
+   */
+  get args(): unknown
+}
+
+/**
+ * Which policy checks calls of one tool need before they run. Opaque;
+ * keep it with the tool (see `NativeLog.gate`).
+ */
+export declare class ToolGate {}
 
 /** The writer another thread of this process opened for `dir`, if any. */
 export declare function attachLog(dir: string): NativeLog | null

@@ -836,6 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeLog = nativeBinding.NativeLog
+module.exports.PolicyDecision = nativeBinding.PolicyDecision
+module.exports.ToolGate = nativeBinding.ToolGate
 module.exports.attachLog = nativeBinding.attachLog
 module.exports.capture = nativeBinding.capture
 module.exports.listTraceSummaries = nativeBinding.listTraceSummaries

@@ -19,68 +19,14 @@ from agent_audit import _native
 
 from conftest import check_log, events
 
-POLICY = r"""
-version = "py-policy-1"
-builtin = false
-
-[[rule]]
-id = "no_drop"
-description = "Dropping tables is not allowed"
-family = "destructive"
-tools = ["db.*"]
-regex = ['(?i)\bdrop\s+table\b']
-flags = ["destructive_operation"]
-score = 80
-action = "block"
-
-[[rule]]
-id = "refund_approval"
-description = "Refunds need a human"
-tools = ["payments.refund"]
-flags = ["money_movement"]
-score = 30
-action = "require_approval"
-
-[[rule]]
-id = "reads_secrets"
-tools = ["fs.read"]
-regex = ['(?i)\.env\b|id_rsa']
-flags = ["credential_access"]
-score = 40
-action = "flag"
-
-[[rule]]
-id = "sends_mail"
-tools = ["email.send"]
-flags = ["sends_external_message"]
-score = 10
-action = "flag"
-
-[[rule]]
-id = "big_export"
-description = "Large exports get a look"
-tools = ["reports.export"]
-keywords = ["all_customers"]
-flags = ["bulk_export"]
-score = 20
-action = "alert"
-
-[[sequence]]
-id = "secret_then_send"
-description = "A credential read followed by an external send"
-steps = ["credential_access", "sends_external_message"]
-within_s = 600
-flags = ["possible_exfiltration"]
-score = 60
-action = "block"
-"""
+# One rule per action and a blocking sequence; the Node tests use it too.
+POLICY_FILE = Path(__file__).resolve().parents[2] / "tests" / "policy" / "flows.toml"
+POLICY = POLICY_FILE.read_text("utf-8")
 
 
 @pytest.fixture
 def policy_log(tmp_path: Path, signing_key: Path) -> Iterator[Path]:
     """A log under POLICY; verified (and parent links checked) after the test."""
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY, "utf-8")
     d = tmp_path / "audit"
     audit.init(
         dir=d,
@@ -88,7 +34,7 @@ def policy_log(tmp_path: Path, signing_key: Path) -> Iterator[Path]:
         tenant_id="acme",
         agent_id="agent-1",
         retention_class="standard_7y",
-        policy=policy,
+        policy=POLICY_FILE,
         overflow="block",
         block_timeout_ms=120_000,
     )
@@ -135,7 +81,7 @@ def test_a_blocked_tool_never_runs_and_the_log_shows_it(policy_log: Path) -> Non
     raw = [e for e in events(policy_log, "tool_call") if e["result_status"] == "blocked"]
     assert raw[0]["payload"]["data"]["args"] == {"sql": "DROP TABLE orders"}
     assert raw[0]["error_type"] == "agent_audit.errors.ToolBlocked"
-    assert raw[0]["policy_version"] == "py-policy-1"
+    assert raw[0]["policy_version"] == "flows-1"
 
 
 def test_tools_no_blocking_rule_names_skip_the_check(policy_log: Path) -> None:
@@ -147,7 +93,7 @@ def test_tools_no_blocking_rule_names_skip_the_check(policy_log: Path) -> None:
     # Both ends of a blocking sequence are checked.
     assert log.gate("fs.read") is not None
     assert log.gate("email.send") is not None
-    assert log.policy_version == "py-policy-1"
+    assert log.policy_version == "flows-1"
 
 
 def test_sync_approver_approves_one_call_and_denies_another(policy_log: Path) -> None:
@@ -386,7 +332,7 @@ def test_policy_text_and_the_default_builtin_pack(tmp_path: Path, signing_key: P
     d = tmp_path / "audit"
     audit.init(dir=d, signing_key=signing_key, policy_toml=POLICY)
     log = audit.get_log()
-    assert log is not None and log.policy_version == "py-policy-1"
+    assert log is not None and log.policy_version == "flows-1"
     audit.init(dir=d, signing_key=signing_key)
     log = audit.get_log()
     assert log is not None

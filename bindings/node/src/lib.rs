@@ -20,6 +20,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod policy;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -114,7 +115,7 @@ pub struct LogStats {
 /// A handle to this process's writer for one log directory.
 #[napi]
 pub struct NativeLog {
-    log: AuditLog,
+    pub(crate) log: AuditLog,
     key: PathBuf,
     reused: bool,
 }
@@ -466,6 +467,18 @@ impl Task for JsonTask {
     fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Json> {
         output.map(Json).map_err(|f| f.to_js(&env))
     }
+}
+
+/// The value of a captured external without taking it (the policy check
+/// reads the arguments the event still needs), or None for other values.
+pub(crate) fn peek_captured(env: &Env, v: &Unknown<'_>) -> Option<Value> {
+    use napi::bindgen_prelude::JsValue;
+    if v.get_type().ok()? != ValueType::External {
+        return None;
+    }
+    // SAFETY: as in `read_captured`: checked to be our `Captured`.
+    let ext = unsafe { External::<Captured>::from_napi_ref(env.raw(), v.raw()) }.ok()?;
+    ext.0.lock().ok()?.clone()
 }
 
 /// Reads a captured external back (used by the converter).
