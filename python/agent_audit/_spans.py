@@ -85,17 +85,26 @@ def _duration_ms(t0: int) -> float:
 
 class _Span:
     """Shared enter/exit plumbing of span-like context managers: makes its
-    span current while open and restores the previous one explicitly."""
+    span current while open and restores the previous one explicitly.
+
+    Integrations whose start and end arrive in different callbacks, maybe
+    on different threads (``agent_audit.langchain``, ``agent_audit.openai``
+    streams), use the detached pair instead: ``_begin(parent)`` starts the
+    span under an explicit parent and ``_end(exc)`` records it; neither
+    touches the current span.
+    """
 
     _ctx: Optional[SpanContext]
     _prev: Optional[SpanContext]
 
-    def _open(self, ctx: SpanContext) -> None:
+    def _start(self, ctx: SpanContext) -> None:
         self._ctx = ctx
-        self._prev = _current.get()
-        _current.set(ctx)
         self._start_ns = time.time_ns()
         self._t0 = perf_counter_ns()
+
+    def _push(self) -> None:
+        self._prev = _current.get()
+        _current.set(self._ctx)
 
     def _close(self) -> None:
         _current.set(self._prev)
@@ -191,9 +200,10 @@ class Trace(_Span):
         """The task's output, recorded (redacted) in ``trace_end``."""
         self._output = output
 
-    def __enter__(self) -> Trace:
+    def _begin(self, parent: Optional[SpanContext]) -> SpanContext:
+        """Starts the trace (records ``trace_start``) without making it
+        current; ``parent`` is the span it was started from, if any."""
         ctx = SpanContext.new_trace(**self._principal)
-        parent = _current.get()
         meta = dict(self._metadata or {})
         if parent is not None:
             meta.setdefault("parent_trace_id", parent.trace_id)
@@ -202,12 +212,13 @@ class Trace(_Span):
             {"task_kind": self.name, **self._fields}, None, None, meta or None, self._capture
         )
         payload = None if self._input is _MISSING else {"input": self._input}
-        self._open(ctx)
-        try:
-            _emit("trace_start", ctx, fields, payload, self._start_ns)
-        except BaseException:
-            self._close()
-            raise
+        self._start(ctx)
+        _emit("trace_start", ctx, fields, payload, self._start_ns)
+        return ctx
+
+    def __enter__(self) -> Trace:
+        self._begin(_current.get())
+        self._push()
         return self
 
     def __exit__(
@@ -217,6 +228,10 @@ class Trace(_Span):
         tb: Optional[TracebackType],
     ) -> None:
         self._close()
+        self._end(exc)
+
+    def _end(self, exc: Optional[BaseException]) -> None:
+        """Records ``trace_end``; ``exc`` is what ended the task, if anything."""
         fields: dict[str, Any] = {
             "outcome": _outcome_of(exc),
             "duration_ms": _duration_ms(self._t0),
@@ -370,9 +385,15 @@ class LlmCall(_Span):
             if value is not None:
                 self._payload[key] = value
 
+    def _begin(self, parent: Optional[SpanContext]) -> SpanContext:
+        """Starts the call under ``parent`` without making it current."""
+        ctx = parent.child() if parent is not None else SpanContext.new_trace()
+        self._start(ctx)
+        return ctx
+
     def __enter__(self) -> LlmCall:
-        parent = _current.get()
-        self._open(parent.child() if parent is not None else SpanContext.new_trace())
+        self._begin(_current.get())
+        self._push()
         return self
 
     def __exit__(
@@ -382,6 +403,10 @@ class LlmCall(_Span):
         tb: Optional[TracebackType],
     ) -> None:
         self._close()
+        self._end(exc)
+
+    def _end(self, exc: Optional[BaseException]) -> None:
+        """Records the ``llm_call``; ``exc`` is the call's failure, if any."""
         model = {k: v for k, v in self._model.items() if v is not None}
         fields = {k: v for k, v in self._fields.items() if v is not None}
         fields["model"] = model
@@ -442,13 +467,18 @@ class AgentSpawn(_Span):
         """What the child agent returned."""
         self._output = output
 
-    def __enter__(self) -> AgentSpawn:
-        parent = _current.get()
+    def _begin(self, parent: Optional[SpanContext]) -> SpanContext:
+        """Starts the child agent under ``parent`` without making it current."""
         if parent is not None:
             ctx = parent.child_agent(self.child_agent_id)
         else:
             ctx = SpanContext.new_trace(agent_id=self.child_agent_id)
-        self._open(ctx)
+        self._start(ctx)
+        return ctx
+
+    def __enter__(self) -> AgentSpawn:
+        self._begin(_current.get())
+        self._push()
         return self
 
     def __exit__(
@@ -458,6 +488,10 @@ class AgentSpawn(_Span):
         tb: Optional[TracebackType],
     ) -> None:
         self._close()
+        self._end(exc)
+
+    def _end(self, exc: Optional[BaseException]) -> None:
+        """Records the ``agent_spawn``; ``exc`` is the child's failure, if any."""
         fields: dict[str, Any] = {
             "child_agent_id": self.child_agent_id,
             "result_status": "ok" if exc is None else status_of(exc),
