@@ -58,8 +58,24 @@ fn sigkill_mid_write_leaves_a_verifiable_log() {
             panic!("child did not start");
         }
     }
-    // Let it write through a few rotations and checkpoints, then kill it.
-    std::thread::sleep(Duration::from_millis(700));
+    // Let it write through a few rotations and checkpoints (however busy
+    // the machine is), then kill it mid-write.
+    let written = || -> u64 {
+        walk_files(dir.path())
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    while written() < 4 * 256 * 1024 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the child writes too slowly"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -71,7 +87,7 @@ fn sigkill_mid_write_leaves_a_verifiable_log() {
         .collect();
     assert!(tampered.is_empty(), "{tampered:#?}");
     assert_eq!(r.streams.len(), 1);
-    assert!(r.records > 1000, "only {} records", r.records);
+    assert!(r.records > 500, "only {} records", r.records);
     assert_eq!(r.with_code(FindingCode::OpenStream).len(), 1);
     assert!(matches!(
         r.streams[0].status,
@@ -113,4 +129,17 @@ fn torn_write_is_detected_after_kill_during_a_line() {
     assert_eq!(r.with_code(FindingCode::TornTail).len(), 1);
     let f = r.with_code(FindingCode::TornTail)[0];
     assert!(f.offset.unwrap() > 0);
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -211,7 +211,8 @@ score = 10
         let mut e = tool_event("search_web", json!({"q": "x"}), t);
         fired.push(!p.observe(&mut e).is_empty());
     }
-    assert_eq!(fired, [false, false, false, true, true]);
+    // Reported once per burst, when it crosses the limit.
+    assert_eq!(fired, [false, false, false, true, false]);
 
     let t = TraceId::random();
     let timed = |ms: f64| {
@@ -747,4 +748,53 @@ action = "require_approval"
         .find(|s| s["result_status"] == "blocked")
         .unwrap();
     assert_eq!(blocked["risk_score"], 80);
+}
+
+/// A rate rule that blocks stops every call over the limit, not just the
+/// one that crosses it (a flagging rate rule reports a burst once).
+#[test]
+fn a_blocking_rate_rule_stops_every_call_over_the_limit() {
+    let p = PolicyEngine::from_toml(
+        r#"
+version = "v"
+builtin = false
+[[rate]]
+id = "loop_block"
+tools = ["search*"]
+max_calls = 2
+window_s = 60
+flags = ["looping_agent"]
+score = 20
+action = "block"
+"#,
+        "p.toml",
+    )
+    .unwrap();
+    let gate = p.gate("search_web");
+    assert!(!gate.is_open());
+    assert!(p.gate("lookup").is_open());
+    let t = TraceId::random();
+    let decided: Vec<bool> = (0..5)
+        .map(|_| {
+            p.pre_check(
+                &gate,
+                "search_web",
+                Some(t),
+                Some(SpanId::random()),
+                &json!({}),
+            )
+            .decision
+            .is_some()
+        })
+        .collect();
+    assert_eq!(decided, [false, false, true, true, true]);
+    // Another trace has its own count.
+    let other = p.pre_check(
+        &gate,
+        "search_web",
+        Some(TraceId::random()),
+        Some(SpanId::random()),
+        &json!({}),
+    );
+    assert!(other.decision.is_none());
 }

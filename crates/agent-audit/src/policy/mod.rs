@@ -1045,12 +1045,26 @@ fn rate_fires(r: &RateRule, t: &TraceMemory, tool: &str, now: i64) -> bool {
     let Some(q) = t.calls.get(tool) else {
         return false;
     };
-    // More than max_calls within the window: the call max_calls places
-    // back from the newest is inside it.
+    // More than max_calls within the window ending at call `last` (made
+    // at `time`): the call max_calls places back is inside it.
     let n = r.max_calls as usize;
-    q.len() > n
-        && q.get(q.len() - 1 - n)
-            .is_some_and(|at| now - at <= r.window_ms)
+    let over = |last: usize, time: i64| {
+        last >= n && q.get(last - n).is_some_and(|at| time - at <= r.window_ms)
+    };
+    let Some(last) = q.len().checked_sub(1) else {
+        return false;
+    };
+    if !over(last, now) {
+        return false;
+    }
+    // A rule that blocks or asks stops every call over the limit; one that
+    // flags, alerts or routes for review reports a burst once, when it
+    // crosses the limit, rather than writing a verdict per looping call.
+    r.effect.action.is_gate()
+        || last == 0
+        || !q
+            .get(last - 1)
+            .is_some_and(|&previous| over(last - 1, previous))
 }
 
 fn numeric_matches(n: &Numeric, event: &Event) -> bool {
