@@ -23,6 +23,10 @@ node scripts/build.cjs
 step "tsc --noEmit"
 npx --no-install tsc --noEmit -p tsconfig.json
 npx --no-install tsc --noEmit -p tsconfig.test.json
+# The tsconfigs skip library checks (the LangChain and AI SDK declarations
+# do not check under node16 CommonJS); check the generated addon types alone.
+npx --no-install tsc --noEmit --strict --skipLibCheck false --types node --lib ES2023 \
+  --module node16 --moduleResolution node16 src/native.d.ts
 
 step "node --test"
 rm -rf build-test
