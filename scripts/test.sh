@@ -28,3 +28,6 @@ for part in python node cross; do
     bash "scripts/test-$part.sh"
   fi
 done
+
+step "tests/install/check.sh (pip install ./python and npm install ./node, as a user does)"
+bash tests/install/check.sh
