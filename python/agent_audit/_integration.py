@@ -14,6 +14,7 @@ from ._native import SpanContext
 from ._spans import decision
 from ._state import STATE
 from .context import _current
+from .errors import ToolBlocked
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,12 +32,15 @@ def within(ctx: Optional[SpanContext]) -> Iterator[None]:
 
 def guarded(fn: F) -> F:
     """An integration hook that never raises into the host: a failure
-    while recording counts as an event not logged (``stats()``)."""
+    while recording counts as an event not logged (``stats()``). The one
+    exception is a policy decision: :class:`ToolBlocked` stops the tool."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except ToolBlocked:
+            raise
         except Exception:
             STATE.not_logged += 1
             return None

@@ -42,7 +42,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, ToolMessage
 
 from ._integration import guarded, tool_decision, tool_names, within
-from ._native import SpanContext
+from ._native import AuditLog, SpanContext, ToolGate
+from ._policy import CallSite, enforce_sync
 from ._spans import (
     AgentSpawn,
     LlmCall,
@@ -54,8 +55,9 @@ from ._spans import (
     _qualname,
     decision,
 )
+from ._state import STATE
 from ._tool import status_of
-from .context import _current
+from .context import _current, otel_ids
 
 if TYPE_CHECKING:
     from langchain_core.agents import AgentAction, AgentFinish
@@ -137,7 +139,9 @@ class AuditCallbackHandler(BaseCallbackHandler):
     # Only copies values and queues them: safe to run on the event loop,
     # and inline is what keeps it in the run's own context.
     run_inline = True
-    raise_error = False
+    # Every hook swallows its own failures (``guarded``) except a policy
+    # decision: a ToolBlocked from on_tool_start must stop the tool.
+    raise_error = True
 
     def __init__(
         self,
@@ -158,6 +162,9 @@ class AuditCallbackHandler(BaseCallbackHandler):
         self._capture = capture
         self._runs: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
+        # Policy gates by tool name, for the log they were computed for.
+        self._gates: dict[str, Optional[ToolGate]] = {}
+        self._gates_log: Optional[AuditLog] = None
 
     # -- run bookkeeping ---------------------------------------------------
 
@@ -437,15 +444,39 @@ class AuditCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         parent = self._span_of(parent_run_id)
-        self._put(
-            run_id,
-            _Run(
-                parent.child() if parent is not None else SpanContext.new_trace(),
-                name=_run_name(serialized, kwargs, "tool"),
-                args=inputs if inputs is not None else {"input": input_str},
-                metadata=self._meta(run_id, metadata, tool_call_id=kwargs.get("tool_call_id")),
-            ),
+        run = _Run(
+            parent.child() if parent is not None else SpanContext.new_trace(),
+            name=_run_name(serialized, kwargs, "tool"),
+            args=inputs if inputs is not None else {"input": input_str},
+            metadata=self._meta(run_id, metadata, tool_call_id=kwargs.get("tool_call_id")),
         )
+        self._check_policy(run)
+        self._put(run_id, run)
+
+    def _check_policy(self, run: _Run) -> None:
+        """The policy check before a tool runs, as ``@audit.tool`` does it:
+        raises ToolBlocked (recorded with the tool's span) when a rule
+        blocks the call or its approval is denied. Approvers are asked
+        synchronously here (LangChain calls this hook inline)."""
+        log = STATE.log
+        if log is None:
+            return
+        with self._lock:
+            if self._gates_log is not log:
+                self._gates = {}
+                self._gates_log = log
+            if run.name not in self._gates:
+                self._gates[run.name] = log.gate(run.name)
+            gate = self._gates[run.name]
+        if gate is None:
+            return
+        args = run.args
+        if not (isinstance(args, dict) and all(isinstance(k, str) for k in args)):
+            args = {"input": args}
+        decision = log.pre_check(gate, run.ctx, run.name, (), 0, None, (), args)
+        if decision is not None:
+            site = CallSite(None, self._capture, run.metadata, None, otel_ids())
+            enforce_sync(log, decision, run.ctx, site)
 
     @guarded
     def on_tool_end(

@@ -34,7 +34,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 import agent_audit as audit
 from agent_audit.langchain import AuditCallbackHandler
 
-from conftest import events
+from conftest import check_log, events
 
 TOOLS = ["lookup_order", "search_policies", "issue_refund", "escalate"]
 POLICIES = {
@@ -665,3 +665,100 @@ def test_without_a_log_the_agent_runs_and_nothing_raises() -> None:
     assert result["messages"][-1].content == ANSWER
     # trace_start/end, 4 model calls, 3 decisions, 4 tool calls, 1 retrieval.
     assert audit.stats()["not_logged"] - before == 14
+
+
+# -- policy: the same gates as @audit.tool ----------------------------------
+
+LC_POLICY = """
+version = "lc-1"
+builtin = false
+
+[[rule]]
+id = "no_mass_delete"
+description = "Deleting a customer's orders is not allowed"
+tools = ["delete_orders"]
+flags = ["destructive_operation"]
+score = 80
+action = "block"
+
+[[rule]]
+id = "refund_needs_human"
+description = "Refunds need a human"
+tools = ["refund_order"]
+flags = ["money_movement"]
+score = 30
+action = "require_approval"
+"""
+
+
+def test_policy_blocks_and_approvals_apply_to_langchain_tools(
+    tmp_path: Path, signing_key: Path
+) -> None:
+    d = tmp_path / "audit"
+    audit.init(
+        dir=d,
+        signing_key=signing_key,
+        policy_toml=LC_POLICY,
+        overflow="block",
+        block_timeout_ms=120_000,
+    )
+    ran: list[str] = []
+
+    @tool
+    def delete_orders(customer_id: str) -> str:
+        """Deletes every order of a customer."""
+        ran.append(f"delete {customer_id}")
+        return "deleted"
+
+    @tool
+    def refund_order(order_id: str) -> str:
+        """Refunds an order."""
+        ran.append(f"refund {order_id}")
+        return "refunded"
+
+    asked: list[audit.ApprovalRequest] = []
+
+    def approver(req: audit.ApprovalRequest) -> bool:
+        asked.append(req)
+        return bool(req.args["order_id"] == "o-1")
+
+    audit.set_approver(approver)
+    handler = AuditCallbackHandler()
+    config: Any = {"callbacks": [handler]}
+    try:
+        assert refund_order.invoke({"order_id": "o-1"}, config=config) == "refunded"
+        with pytest.raises(audit.ToolBlocked) as denied:
+            refund_order.invoke({"order_id": "o-2"}, config=config)
+        assert denied.value.review == "denied"
+
+        model = ChatScripted(
+            messages=iter(
+                [
+                    ai(calls=[("delete_orders", {"customer_id": "c-9"}, "call_1")]),
+                    ai("Done."),
+                ]
+            )
+        )
+        agent = create_agent(model, [delete_orders, refund_order])
+        with pytest.raises(audit.ToolBlocked) as blocked:
+            agent.invoke({"messages": [("user", "delete all my orders")]}, config=config)
+        assert blocked.value.rule_id == "no_mass_delete"
+    finally:
+        audit.set_approver(None)
+    assert ran == ["refund o-1"]
+    assert [r.args for r in asked] == [{"order_id": "o-1"}, {"order_id": "o-2"}]
+    assert audit.shutdown(30)
+    check_log(d)
+    tools = events(d, "tool_call")
+    assert sorted((e["tool"]["name"], e["result_status"]) for e in tools) == [
+        ("delete_orders", "blocked"),
+        ("refund_order", "blocked"),
+        ("refund_order", "ok"),
+    ]
+    blocked_delete = next(e for e in tools if e["tool"]["name"] == "delete_orders")
+    assert data(blocked_delete)["args"] == {"customer_id": "c-9"}
+    assert "destructive_operation" in blocked_delete["risk"]["flags"]
+    reviews = events(d, "human_review")
+    assert [r["decision"] for r in reviews] == ["approved", "denied"]
+    rules = sorted(e["rule_id"] for e in events(d, "policy"))
+    assert rules == ["no_mass_delete", "refund_needs_human", "refund_needs_human"]
