@@ -942,14 +942,58 @@ impl Event {
         Ok(())
     }
 
-    /// A rough size in bytes, for the queue's byte bound. Walks the
-    /// payload, which the caller has just copied anyway.
+    /// A rough size of the event in memory (the boxed event, its strings
+    /// and the heap of its payload and metadata), for the queue's byte
+    /// bound: what a queue full of events really holds. Walks the payload,
+    /// which the caller has just copied anyway.
     pub fn approx_bytes(&self) -> usize {
-        let payload: usize = self.payload.values().map(approx_value_bytes).sum();
+        // Allocations of the envelope's own strings and collections (ids,
+        // tool and model names, flags), on top of the struct.
+        const ENVELOPE_HEAP: usize = 384;
+        let payload: usize = self
+            .payload
+            .values()
+            .map(|v| BTREE_ENTRY + heap_at(v, 0))
+            .sum();
         let meta = self.metadata.as_ref().map_or(0, |m| {
-            m.iter().map(|(k, v)| k.len() + approx_value_bytes(v)).sum()
+            m.iter()
+                .map(|(k, v)| BTREE_ENTRY + string_heap(k.len()) + heap_at(v, 0))
+                .sum()
         });
-        512 + payload + meta
+        std::mem::size_of::<Event>() + ENVELOPE_HEAP + payload + meta
+    }
+}
+
+/// Slot of one entry in a B-tree node (key, value and the node's share),
+/// as serde_json's maps store them.
+const BTREE_ENTRY: usize = std::mem::size_of::<String>() + std::mem::size_of::<Value>() + 16;
+
+/// A heap block of `len` bytes with the allocator's header and rounding.
+fn string_heap(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        16 + len.next_multiple_of(16)
+    }
+}
+
+/// Heap bytes a JSON value owns beyond its own slot (bounded recursion,
+/// as in [`approx_value_bytes`]).
+fn heap_at(v: &Value, depth: usize) -> usize {
+    const DEEP: usize = 32;
+    const SLOT: usize = std::mem::size_of::<Value>();
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => string_heap(s.len()),
+        Value::Array(a) if depth >= DEEP => 16 + 64 * a.len(),
+        Value::Object(o) if depth >= DEEP => 16 + 96 * o.len(),
+        Value::Array(a) => {
+            16 + a.len() * SLOT + a.iter().map(|x| heap_at(x, depth + 1)).sum::<usize>()
+        }
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, x)| BTREE_ENTRY + string_heap(k.len()) + heap_at(x, depth + 1))
+            .sum(),
     }
 }
 
@@ -981,6 +1025,24 @@ fn approx_at(v: &Value, depth: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approx_bytes_counts_what_the_event_holds_in_memory() {
+        let small = Event::new(Body::Decision(Default::default()));
+        let base = small.approx_bytes();
+        assert!(base >= std::mem::size_of::<Event>());
+        // 1,000 short strings cost far more than their 8 bytes of text
+        // each: a slot, a heap block and its header.
+        let list: Vec<Value> = (0..1000)
+            .map(|i| Value::String(format!("item{i:04}")))
+            .collect();
+        let big = small
+            .clone()
+            .with_part(PayloadPart::Args, Value::Array(list));
+        let extra = big.approx_bytes() - base;
+        assert!(extra > 1000 * (8 + 32 + 16), "{extra}");
+        assert!(extra < 1000 * 128, "{extra}");
+    }
 
     #[test]
     fn counter_switches_to_string_above_2_53() {

@@ -96,7 +96,9 @@ pub struct LogConfig {
     pub limits: PayloadLimits,
     /// Queue bound in events.
     pub queue_capacity: usize,
-    /// Queue bound in (approximate) bytes.
+    /// Queue bound in bytes of memory the queued events hold (estimated
+    /// by [`Event::approx_bytes`]): what the log may use while its disk
+    /// or sink is down.
     pub queue_max_bytes: usize,
     /// Full-queue behaviour.
     pub overflow: Overflow,
@@ -141,7 +143,7 @@ impl LogConfig {
             redaction: RedactionConfig::default(),
             limits: PayloadLimits::default(),
             queue_capacity: 65_536,
-            queue_max_bytes: 64 * 1024 * 1024,
+            queue_max_bytes: 16 * 1024 * 1024,
             overflow: Overflow::Drop,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(1),
