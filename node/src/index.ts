@@ -455,14 +455,15 @@ function errorName(e: unknown): string {
   return typeof e;
 }
 
+/** An error as the log stores it: `{type, message}` (and `code`), the shape Python uses too. */
 function errorPart(e: unknown): Record<string, unknown> {
   if (e instanceof Error) {
-    const part: Record<string, unknown> = { name: errorName(e), message: e.message };
+    const part: Record<string, unknown> = { type: errorName(e), message: e.message };
     const code = (e as { code?: unknown }).code;
     if (code !== undefined) part.code = code;
     return part;
   }
-  return { name: typeof e, message: String(e) };
+  return { type: typeof e, message: String(e) };
 }
 
 function elapsed(t0: number): number {

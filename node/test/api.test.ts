@@ -54,7 +54,7 @@ test('trace + tool (sync, async, error) + llmCall write linked events', async ()
   const f = tools.find((r) => r.tool.name === 'flaky')!;
   assert.equal(f.result_status, 'error');
   assert.equal(f.error_type, 'RangeError');
-  assert.deepEqual(f.payload.data.error, { name: 'RangeError', message: 'nope' });
+  assert.deepEqual(f.payload.data.error, { type: 'RangeError', message: 'nope' });
   const [llm] = byKind(recs, 'llm_call');
   assert.equal(llm!.model.name, 'claude-opus');
   assert.equal(llm!.model.provider, 'anthropic');
