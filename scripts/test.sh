@@ -11,6 +11,10 @@ if ! command -v prlimit >/dev/null 2>&1; then
   step "installing util-linux (prlimit, for the I/O fault test)"
   apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
 fi
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  step "installing nats-server (JetStream broker, for the shipping tests)"
+  apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
+fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
 step "cargo fmt --check"

@@ -1,5 +1,6 @@
 //! The `agent-audit` command as a library: keygen, ingest, verify, traces,
-//! show, prove, verify-proof, erase, review, score. The binary, `python -m agent_audit`
+//! show, prove, verify-proof, erase, review, score, and (feature `ship`,
+//! on by default) ship and collect. The binary, `python -m agent_audit`
 //! and `npx agent-audit` all call [`run_cli`], so every language runs the
 //! same code. Exit codes: 0 clean, 1 tampered (verify) or lines rejected
 //! (ingest), 2 unusable input or bad arguments.
@@ -18,6 +19,9 @@ use agent_audit::{
 };
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
+
+#[cfg(feature = "ship")]
+mod ship_cmd;
 
 /// Runs the command line with `args` (the first is the program name) and
 /// returns the process exit code. Usage errors print to stderr and give 2;
@@ -168,6 +172,15 @@ enum Command {
         #[arg(long, default_value = "erasure request")]
         reason: String,
     },
+    /// Follow LOG like `tail -F` and ship every record to a broker
+    /// (at least once, resuming from a cursor kept in LOG).
+    #[cfg(feature = "ship")]
+    Ship(ship_cmd::ShipArgs),
+    /// Consume shipped records, re-verify every stream, and write a central
+    /// log partitioned by tenant and retention class (exit 1 when a stream
+    /// was quarantined).
+    #[cfg(feature = "ship")]
+    Collect(ship_cmd::CollectArgs),
 }
 
 fn load_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, AuditError> {
@@ -181,6 +194,10 @@ fn to_json(v: &impl serde::Serialize) -> Result<String, AuditError> {
 
 fn run(cmd: Command) -> Result<u8, AuditError> {
     match cmd {
+        #[cfg(feature = "ship")]
+        Command::Ship(args) => ship_cmd::ship(args),
+        #[cfg(feature = "ship")]
+        Command::Collect(args) => ship_cmd::collect(args),
         Command::Review { log, json } => {
             let queue = review_queue(&log)?;
             if json {

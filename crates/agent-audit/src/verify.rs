@@ -224,7 +224,7 @@ struct Rec {
 }
 
 struct Ctx<'a> {
-    files: &'a StreamFiles,
+    segments: &'a [PathBuf],
     hash_key: memchr::memmem::Finder<'static>,
     stream_id: String,
     findings: Vec<Finding>,
@@ -243,7 +243,7 @@ impl Ctx<'_> {
             severity: code.severity(),
             stream_id: self.stream_id.clone(),
             seq,
-            file: at.and_then(|(s, _)| self.files.segments.get(s).cloned()),
+            file: at.and_then(|(s, _)| self.segments.get(s).cloned()),
             offset: at.map(|(_, o)| o),
             message,
         });
@@ -544,7 +544,7 @@ fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>,
     let chunk = lines.len().div_ceil(workers).max(4096);
     let run = |part: &[Line<'_>]| {
         let mut ctx = Ctx {
-            files,
+            segments: &files.segments,
             hash_key: memchr::memmem::Finder::new(HASH_KEY),
             stream_id: stream_id.to_string(),
             findings: Vec::new(),
@@ -582,7 +582,7 @@ fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>,
 /// Verifies one stream already read into memory.
 pub fn verify_stream(files: &StreamFiles, opts: &VerifyOptions) -> (StreamReport, Vec<Finding>) {
     let mut ctx = Ctx {
-        files,
+        segments: &files.segments,
         hash_key: memchr::memmem::Finder::new(HASH_KEY),
         stream_id: files.dir_name(),
         findings: Vec::new(),
@@ -925,6 +925,218 @@ fn check_head(
     }
 }
 
+/// What [`StreamVerifier::push`] accepted.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    /// The record's seq.
+    pub seq: u64,
+    /// The record's hash.
+    pub hash: [u8; 32],
+    /// The record's `kind`.
+    pub kind: String,
+    /// Whether this is a checkpoint whose root and signature verified:
+    /// every record up to and including it is now covered by a signature.
+    pub checkpoint_verified: bool,
+    /// Findings that are not tampering (an erased payload).
+    pub notes: Vec<Finding>,
+}
+
+/// Verifies one stream record by record as the records arrive, with the
+/// same checks as [`verify_log`] (hash, payload digest, `prev` chain,
+/// checkpoint roots and signatures, the stream key against the trusted
+/// keys), for a collector that receives a stream over the network. It
+/// holds O(log n) state, not the records.
+///
+/// Records must be pushed in seq order; the caller drops duplicates and
+/// reorders first. What [`verify_log`] checks against files (`head.json`,
+/// torn tails) is not part of it.
+pub struct StreamVerifier {
+    stream_id: String,
+    trusted: Vec<PublicKey>,
+    key: Option<PublicKey>,
+    tree: CompactTree,
+    next_seq: u64,
+    prev: [u8; 32],
+    scratch: Vec<u8>,
+    finder: memchr::memmem::Finder<'static>,
+    checkpoints_verified: u64,
+}
+
+impl std::fmt::Debug for StreamVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamVerifier")
+            .field("stream_id", &self.stream_id)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamVerifier {
+    /// A verifier for the stream `stream_id`, from its first record.
+    /// With `opts.trusted_keys` non-empty, the stream's key must be one.
+    pub fn new(stream_id: &str, opts: &VerifyOptions) -> StreamVerifier {
+        StreamVerifier {
+            stream_id: stream_id.to_string(),
+            trusted: opts.trusted_keys.clone(),
+            key: None,
+            tree: CompactTree::new(),
+            next_seq: 0,
+            prev: [0u8; 32],
+            scratch: Vec::with_capacity(4096),
+            finder: memchr::memmem::Finder::new(HASH_KEY),
+            checkpoints_verified: 0,
+        }
+    }
+
+    /// The stream id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// The seq the next record must have (= records accepted so far).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Checkpoints whose root and signature verified so far.
+    pub fn checkpoints_verified(&self) -> u64 {
+        self.checkpoints_verified
+    }
+
+    /// The stream's key, once its `stream_start` was accepted.
+    pub fn key(&self) -> Option<&PublicKey> {
+        self.key.as_ref()
+    }
+
+    /// Checks the next record (one line, without its newline). On any
+    /// tampering finding the record is refused, the findings are returned
+    /// (without file locations: the caller knows where the line came
+    /// from) and the verifier's state is unchanged.
+    pub fn push(&mut self, line: &[u8]) -> std::result::Result<Accepted, Vec<Finding>> {
+        let no_files: [PathBuf; 0] = [];
+        let mut ctx = Ctx {
+            segments: &no_files,
+            hash_key: self.finder.clone(),
+            stream_id: self.stream_id.clone(),
+            findings: Vec::new(),
+        };
+        let l = Line {
+            segment: 0,
+            offset: 0,
+            bytes: line,
+            terminated: true,
+            last: false,
+        };
+        let mut erased = 0u64;
+        let rec = check_line(&mut ctx, &l, &mut erased, &mut self.scratch);
+        let mut checkpoint_verified = false;
+        let mut key = self.key.clone();
+        if let Some(r) = &rec {
+            if r.seq != self.next_seq {
+                let (code, msg) = if r.seq > self.next_seq {
+                    (
+                        FindingCode::MissingRecords,
+                        format!("expected seq {}, got seq {}", self.next_seq, r.seq),
+                    )
+                } else {
+                    (
+                        FindingCode::Reordered,
+                        format!("seq {} arrived after seq {}", r.seq, self.next_seq - 1),
+                    )
+                };
+                ctx.add(code, Some(r.seq), None, msg);
+            } else {
+                if r.seq == 0 {
+                    key = self.start_key(&mut ctx, r);
+                }
+                let want = if r.seq == 0 { [0u8; 32] } else { self.prev };
+                if r.prev != Some(want) {
+                    ctx.add(
+                        FindingCode::ChainBreak,
+                        Some(r.seq),
+                        None,
+                        format!(
+                            "prev of seq {} does not match the hash of the record before it",
+                            r.seq
+                        ),
+                    );
+                }
+                if let Some((size, root)) = &r.checkpoint {
+                    let computed = crate::chain::fmt_sha256(&self.tree.root());
+                    if *size != self.tree.size() || *root != computed {
+                        ctx.add(
+                            FindingCode::CheckpointMismatch,
+                            Some(r.seq),
+                            None,
+                            format!(
+                                "checkpoint says {size} records with root {root}; the stream has {} with root {computed}",
+                                self.tree.size()
+                            ),
+                        );
+                    } else {
+                        checkpoint_verified = check_sig(&mut ctx, key.as_ref(), r, true);
+                    }
+                } else if r.sig.is_some() {
+                    check_sig(&mut ctx, key.as_ref(), r, false);
+                }
+            }
+        }
+        for f in &mut ctx.findings {
+            f.file = None;
+            f.offset = None;
+        }
+        let tampered = ctx
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Tampered);
+        let r = match rec {
+            Some(r) if !tampered => r,
+            _ => return Err(ctx.findings),
+        };
+        self.key = key;
+        self.tree.push(&r.hash);
+        self.prev = r.hash;
+        self.next_seq = r.seq + 1;
+        if checkpoint_verified {
+            self.checkpoints_verified += 1;
+        }
+        Ok(Accepted {
+            seq: r.seq,
+            hash: r.hash,
+            kind: r.kind,
+            checkpoint_verified,
+            notes: ctx.findings,
+        })
+    }
+
+    fn start_key(&self, ctx: &mut Ctx<'_>, r: &Rec) -> Option<PublicKey> {
+        let key = match r.stream_start_key.as_deref().map(PublicKey::from_hex) {
+            Some(Ok(k)) if r.kind == "stream_start" => k,
+            _ => {
+                ctx.add(
+                    FindingCode::BadStreamStart,
+                    Some(0),
+                    None,
+                    "seq 0 is not a stream_start with a valid public_key".into(),
+                );
+                return None;
+            }
+        };
+        if !self.trusted.is_empty() && !self.trusted.contains(&key) {
+            ctx.add(
+                FindingCode::UnknownKey,
+                Some(0),
+                None,
+                format!(
+                    "stream is signed by key {} which is not among the trusted keys",
+                    key.key_id()
+                ),
+            );
+        }
+        Some(key)
+    }
+}
+
 enum PayloadState {
     Ok,
     Erased,
@@ -1046,5 +1258,74 @@ mod tests {
                 String::from_utf8_lossy(line.bytes)
             );
         }
+    }
+
+    #[test]
+    fn stream_verifier_checks_records_as_they_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = LogConfig::new(dir.path());
+        cfg.checkpoint_every = 7;
+        let log = AuditLog::open(cfg).unwrap();
+        for i in 0..20 {
+            let e = Event::new(Body::Decision(Decision {
+                decision: format!("d{i}"),
+                ..Default::default()
+            }))
+            .with_part(PayloadPart::Reasoning, serde_json::json!({"n": i}));
+            log.emit(e).unwrap();
+        }
+        assert!(log.shutdown(Duration::from_secs(10)));
+        let files = StreamFiles::read(log.stream_dir()).unwrap();
+        let id = files.dir_name();
+        let lines: Vec<Vec<u8>> = files.lines().iter().map(|l| l.bytes.to_vec()).collect();
+        let key = crate::keys::load_or_create_dev_key(dir.path())
+            .unwrap()
+            .0
+            .public();
+        let trusted = VerifyOptions {
+            trusted_keys: vec![key],
+        };
+
+        // A clean stream, record by record; the last checkpoint covers all.
+        let mut v = StreamVerifier::new(&id, &trusted);
+        let mut verified = 0;
+        for (i, l) in lines.iter().enumerate() {
+            let a = v.push(l).unwrap();
+            assert_eq!(a.seq, i as u64);
+            verified += u64::from(a.checkpoint_verified);
+        }
+        assert!(verified >= 3);
+        assert_eq!(v.checkpoints_verified(), verified);
+        assert_eq!(v.next_seq(), lines.len() as u64);
+
+        // A flipped byte is refused with HashMismatch; the state is kept
+        // and the genuine record is accepted afterwards.
+        let mut v = StreamVerifier::new(&id, &trusted);
+        for l in &lines[..5] {
+            v.push(l).unwrap();
+        }
+        let genuine = String::from_utf8(lines[5].clone()).unwrap();
+        let flipped = genuine.replacen("\"decision\":\"d", "\"decision\":\"e", 1);
+        assert_ne!(flipped, genuine);
+        let findings = v.push(flipped.as_bytes()).unwrap_err();
+        assert_eq!(findings[0].code, FindingCode::HashMismatch);
+        assert_eq!(findings[0].seq, Some(5));
+        assert_eq!(v.next_seq(), 5);
+        v.push(genuine.as_bytes()).unwrap();
+
+        // A record skipped.
+        let findings = v.push(&lines[7]).unwrap_err();
+        assert_eq!(findings[0].code, FindingCode::MissingRecords);
+
+        // A key nobody trusts.
+        let other = crate::keys::KeyPair::generate().unwrap().public();
+        let mut v = StreamVerifier::new(
+            &id,
+            &VerifyOptions {
+                trusted_keys: vec![other],
+            },
+        );
+        let findings = v.push(&lines[0]).unwrap_err();
+        assert_eq!(findings[0].code, FindingCode::UnknownKey);
     }
 }
