@@ -16,7 +16,7 @@ if [ ! -x "$py" ]; then
   "${PYTHON:-python3}" -m venv "$venv"
 fi
 
-tools="maturin>=1.9,<2 pytest>=8 pytest-timeout pytest-asyncio>=0.23 mypy>=1.11 ruff opentelemetry-sdk pydantic>=2 numpy langchain-core>=1.0 langchain>=1.5 langgraph>=1.0 openai>=1.66"
+tools="maturin>=1.9,<2 pytest>=8 pytest-timeout pytest-asyncio>=0.23 mypy>=1.11 ruff opentelemetry-sdk pydantic>=2 numpy langchain-core>=1.0 langchain>=1.5 langgraph>=1.0 openai>=1.66 langfuse langsmith jsonschema rfc3339-validator"
 stamp="$venv/.agent-audit-tools"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$tools" ]; then
   step "installing test tools"
