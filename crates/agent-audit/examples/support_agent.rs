@@ -102,10 +102,14 @@ fn llm(input: u64, output: u64, ms: f64, tools: &[&str]) -> Body {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "./audit-demo".into());
+    // support_agent [LOG_DIR] [SIGNING_KEY.pem]; without a key the log
+    // makes a development key (with a warning).
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().unwrap_or_else(|| "./audit-demo".into());
     let mut config = LogConfig::new(&dir);
+    if let Some(key) = args.next() {
+        config.key = agent_audit::KeySource::File(key.into());
+    }
     config.principal = Principal {
         tenant_id: Some("t_acme".into()),
         agent_id: Some("support-agent-v2".into()),
