@@ -188,18 +188,48 @@ pub(crate) fn has_external_url(text: &str, internal: &[Glob]) -> bool {
     false
 }
 
+/// A line of an encoded run at least this long, broken by a newline, goes on
+/// on the next line: `base64` wraps at 76 columns, PEM at 64, MIME at 76.
+const WRAPPED_LINE: usize = 48;
+
+/// A run needs this many distinct characters to count as encoded: base64 and
+/// hex use 16 to 64, while a DNA sequence or a row of zeros uses a handful.
+const MIN_DISTINCT: u32 = 6;
+
+fn is_encoded_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+}
+
 /// Length of the longest run of base64 (or base64url) characters, or of hex
-/// digits, in the text; `=` padding counts.
+/// digits, in the text; `=` padding counts. A run continues across a line
+/// break after a full-width line (wrapped output, [`WRAPPED_LINE`]); runs of
+/// fewer than [`MIN_DISTINCT`] distinct characters do not count.
 pub(crate) fn longest_encoded_run(text: &str) -> usize {
+    let distinct = |seen: u128| seen.count_ones() >= MIN_DISTINCT;
     let mut best = 0;
-    let mut run = 0;
+    // The run so far, and its current line (length and characters seen).
+    let (mut run, mut line, mut seen) = (0, 0, 0u128);
+    let mut prev = 0u8;
     for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_') {
+        if is_encoded_byte(b) {
             run += 1;
-            best = best.max(run);
+            line += 1;
+            seen |= 1u128 << b;
+            if distinct(seen) {
+                best = best.max(run);
+            }
+        } else if (b == b'\n' || b == b'\r') && line >= WRAPPED_LINE && distinct(seen) {
+            // A full-width encoded line: the run goes on on the next one.
+            line = 0;
+            seen = 0;
+        } else if b == b'\n' && prev == b'\r' && run > 0 && line == 0 {
+            // The LF of a CRLF line break.
         } else {
             run = 0;
+            line = 0;
+            seen = 0;
         }
+        prev = b;
     }
     best
 }
@@ -258,5 +288,19 @@ mod tests {
     fn encoded_runs() {
         assert_eq!(longest_encoded_run("ab cd+/ef= x"), 7);
         assert_eq!(longest_encoded_run(""), 0);
+        // Wrapped output is one run; a short line ends it.
+        let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2";
+        assert_eq!(line.len(), 64);
+        assert_eq!(longest_encoded_run(&format!("{line}\n{line}\n{line}")), 192);
+        assert_eq!(longest_encoded_run(&format!("{line}\r\n{line}")), 128);
+        assert_eq!(longest_encoded_run("abc123xyz\nabc123xyz"), 9);
+        assert_eq!(longest_encoded_run(&format!("{line}\n\n{line}")), 64);
+        // A long run of a few symbols is not an encoding.
+        assert_eq!(longest_encoded_run(&"ACGT".repeat(500)), 0);
+        assert_eq!(longest_encoded_run(&"0".repeat(2000)), 0);
+        assert_eq!(longest_encoded_run(&"0123456789abcdef".repeat(100)), 1600);
+        // A low-variety line does not carry the run on to the next line.
+        let dna = "ACGT".repeat(100);
+        assert_eq!(longest_encoded_run(&format!("{dna}\nmethod: POST")), 6);
     }
 }
