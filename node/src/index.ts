@@ -141,6 +141,146 @@ function warnOnce(message: string): void {
   process.emitWarning(message, { code: 'AGENT_AUDIT_NOT_LOGGED' });
 }
 
+// ------------------------------------------------------- the copy to Rust
+
+/**
+ * A value already copied as JSON text (a call's arguments, taken when the
+ * call starts); {@link plainJson} inlines it.
+ */
+class RawJson {
+  constructor(readonly text: string) {}
+}
+
+const MAX_PLAIN_DEPTH = 64;
+const MAX_PLAIN_NODES = 10_000;
+
+function jsonOf(x: unknown, depth: number, budget: { nodes: number }): string | undefined {
+  if (++budget.nodes > MAX_PLAIN_NODES || depth > MAX_PLAIN_DEPTH) return undefined;
+  switch (typeof x) {
+    case 'string':
+      // Lone surrogates take the native path (which writes U+FFFD).
+      return (x as unknown as { isWellFormed(): boolean }).isWellFormed() ? JSON.stringify(x) : undefined;
+    case 'number':
+      // Non-finite numbers and integers past 2^53 take the native path,
+      // which marks or keeps them exactly as the log stores them.
+      return Number.isFinite(x) && (!Number.isInteger(x) || Number.isSafeInteger(x)) ? JSON.stringify(x) : undefined;
+    case 'boolean':
+      return x ? 'true' : 'false';
+    case 'object': {
+      if (x === null) return 'null';
+      if (x instanceof RawJson) return x.text;
+      const proto = Object.getPrototypeOf(x);
+      if (Array.isArray(x)) {
+        if (proto !== Array.prototype) return undefined;
+        let out = '[';
+        for (let i = 0; i < x.length; i++) {
+          const item = x[i];
+          const j = item === undefined ? 'null' : jsonOf(item, depth + 1, budget);
+          if (j === undefined) return undefined;
+          out += i === 0 ? j : `,${j}`;
+        }
+        return `${out}]`;
+      }
+      if (proto !== Object.prototype && proto !== null) return undefined;
+      let out = '{';
+      let first = true;
+      for (const k of Object.keys(x)) {
+        const v = (x as Record<string, unknown>)[k];
+        if (v === undefined) continue;
+        const j = jsonOf(v, depth + 1, budget);
+        if (j === undefined || !(k as unknown as { isWellFormed(): boolean }).isWellFormed()) return undefined;
+        out += `${first ? '' : ','}${JSON.stringify(k)}:${j}`;
+        first = false;
+      }
+      return `${out}}`;
+    }
+    default:
+      // undefined, bigint, symbol, function: the native converter knows them.
+      return undefined;
+  }
+}
+
+/**
+ * The JSON text of a value that holds only plain data (null, booleans,
+ * finite numbers, well-formed strings, arrays and plain objects, copies
+ * already taken), as the native converter would store it; undefined when
+ * anything else is inside (Map, Date, bigint, NaN, class instances,
+ * cycles, very deep or large values), which then takes the native path.
+ */
+function plainJson(x: unknown): string | undefined {
+  try {
+    return jsonOf(x, 0, { nodes: 0 });
+  } catch {
+    return undefined; // a getter threw: the native path records it
+  }
+}
+
+/** Copies a call's arguments now: as JSON text when plain, else natively. */
+function captureArgs(value: unknown): unknown {
+  const text = plainJson(value);
+  return text === undefined ? native.capture(value) : new RawJson(text);
+}
+
+/** Copies already taken as text, parsed back for the native converter. */
+function unraw(event: Record<string, unknown>): Record<string, unknown> {
+  const p = event.payload as Record<string, unknown> | undefined;
+  if (p && typeof p === 'object') {
+    for (const k of Object.keys(p)) {
+      const v = p[k];
+      if (v instanceof RawJson) p[k] = JSON.parse(v.text) as unknown;
+    }
+  }
+  return event;
+}
+
+/**
+ * Hands an event to the writer: as JSON text when it holds only plain
+ * data (JSON.stringify of the envelope, the payload's parts checked and
+ * copied by {@link plainJson}), else through the native converter, which
+ * also takes what the text path refuses (a lone surrogate, say).
+ */
+function send(l: native.NativeLog, event: Record<string, unknown>): boolean {
+  let payloadText = '';
+  const payload = event.payload as Record<string, unknown> | undefined;
+  if (payload !== undefined) {
+    if (typeof payload !== 'object' || payload === null) return l.emit(unraw(event));
+    let parts = '';
+    for (const k of Object.keys(payload)) {
+      const v = payload[k];
+      if (v === undefined) continue;
+      const j = v instanceof RawJson ? v.text : plainJson(v);
+      if (j === undefined) return l.emit(unraw(event));
+      parts += `${parts ? ',' : ''}${JSON.stringify(k)}:${j}`;
+    }
+    payloadText = `"payload":{${parts}}`;
+  }
+  // The envelope's own objects (principal, tool, risk, metadata, params …)
+  // are small; only they need the check JSON.stringify does not make.
+  for (const k of Object.keys(event)) {
+    const v = event[k];
+    if (k === 'payload') continue;
+    if (typeof v === 'object' ? v !== null && plainJson(v) === undefined : typeof v === 'number' ? !Number.isFinite(v) : typeof v === 'bigint') {
+      return l.emit(unraw(event));
+    }
+  }
+  event.payload = undefined;
+  let head: string;
+  try {
+    head = JSON.stringify(event);
+  } finally {
+    event.payload = payload;
+  }
+  const text = payloadText === '' ? head : head === '{}' ? `{${payloadText}}` : `${head.slice(0, -1)},${payloadText}}`;
+  try {
+    return l.emitJson(text);
+  } catch (e) {
+    // Text the core cannot read (a lone surrogate in a name): the native
+    // converter writes U+FFFD instead. Anything else is the event's fault.
+    if (/JSON text/.test((e as Error)?.message ?? '')) return l.emit(unraw(event));
+    throw e;
+  }
+}
+
 /**
  * Emits from the wrappers: never throws. Trouble is counted (`stats()`)
  * and reported once as a warning.
@@ -152,7 +292,7 @@ function emitQuiet(event: Record<string, unknown>): boolean {
     return false;
   }
   try {
-    const ok = l.emit(event);
+    const ok = send(l, event);
     emittedSinceFlush++;
     return ok;
   } catch (e) {
@@ -173,7 +313,7 @@ function emitChecked(event: Record<string, unknown>): boolean {
     return false;
   }
   try {
-    const ok = l.emit(event);
+    const ok = send(l, event);
     emittedSinceFlush++;
     return ok;
   } catch (e) {
@@ -840,7 +980,7 @@ function stopCall(
     },
   );
   try {
-    if (!l.emitBlocked(decision, toolEvent(site, span, ts, t0, args, 'blocked', undefined, err))) notLogged++;
+    if (!l.emitBlocked(decision, unraw(toolEvent(site, span, ts, t0, args, 'blocked', undefined, err)))) notLogged++;
   } catch (e) {
     warnOnce(`agent-audit: a blocked call was not logged: ${fromNative(e).message}`);
   }
@@ -880,7 +1020,7 @@ function wrapFunction<F extends AnyFn>(name: string, fn: F, opts: ToolOptions): 
     try {
       span = newSpan();
       // Copied now: what the tool was called with, even if it mutates it.
-      capturedArgs = native.capture(argsValue(args, sig));
+      capturedArgs = captureArgs(argsValue(args, sig));
     } catch (e) {
       warnOnce(`agent-audit: a tool call was not logged: ${fromNative(e).message}`);
       return fn.apply(this, args);
@@ -898,7 +1038,8 @@ function wrapFunction<F extends AnyFn>(name: string, fn: F, opts: ToolOptions): 
     }
     if (gate === null || l === undefined) return runBody(this, fn, args, span, finish, captureResult);
 
-    const decision = l.preCheck(gate, name, span.traceId, span.spanId, capturedArgs);
+    const decision = l.preCheck(gate, name, span.traceId, span.spanId,
+      capturedArgs instanceof RawJson ? JSON.parse(capturedArgs.text) : capturedArgs);
     if (!decision) return runBody(this, fn, args, span, finish, captureResult);
     const fail = (review: ApprovalOutcome | undefined): never | Promise<never> => {
       finished = true;

@@ -78,6 +78,14 @@ export declare class NativeLog {
    */
   emit(event: unknown): boolean
   /**
+   * `emit` for an event given as JSON text: what `JSON.stringify` makes
+   * of an event that holds only plain values. Parsing text is far
+   * cheaper than walking a JS object property by property through
+   * N-API; values JSON cannot hold (bigint, Map, NaN, cycles …) go
+   * through `emit`.
+   */
+  emitJson(text: string): boolean
+  /**
    * Writes everything queued and checkpoints, off the event loop.
    * Resolves to false if it did not finish within `timeoutMs`.
    */

@@ -216,3 +216,32 @@ test('npx agent-audit runs the Rust command line; ESM and CommonJS share one mod
   `], { cwd: PACKAGE_DIR, encoding: 'utf8' });
   assert.equal(esm.status, 0, esm.stderr);
 });
+
+test('the JSON-text fast path and the native converter store the same values', async () => {
+  const dir = tempLogDir('fastpath');
+  audit.init({ dir, capture: 'raw' });
+  const cycle: Record<string, unknown> = { name: 'loop' };
+  cycle.self = cycle;
+  // Plain values take the text path; the rest (bigint, NaN, Map, Date,
+  // class instances, cycles, lone surrogates, unsafe integers) the native one.
+  const values: unknown[] = [
+    { a: 1, b: 'two', c: [true, null, 1.25, -0, { d: 'é\u2028"\\' }], e: undefined, f: [undefined] },
+    { nested: { deeper: { list: Array.from({ length: 50 }, (_, i) => i) } } },
+    Object.assign(Object.create(null), { bare: 'object' }),
+    { big: 10n ** 20n, nan: NaN, inf: -Infinity, unsafe: 2 ** 60 },
+    { map: new Map([['k', 1]]), set: new Set([1, 2]), when: new Date(Date.UTC(2026, 0, 2)) },
+    { lone: 'a\ud800b', [String.fromCharCode(0xdc00)]: 1 },
+    cycle,
+    JSON.parse('['.repeat(60) + '"deep"' + ']'.repeat(60)),
+  ];
+  const echo = audit.tool('echo', (value: unknown) => value);
+  for (const v of values) echo(v);
+  const recs = await closeAndCheck(dir);
+  const tools = recs.filter((r) => r.kind === 'tool_call');
+  assert.equal(tools.length, values.length);
+  values.forEach((v, i) => {
+    // The arguments sit one level deeper (under the parameter's name).
+    assert.deepEqual(tools[i]!.payload.data.args, audit.toAuditValue({ value: v }), `args of value ${i}`);
+    assert.deepEqual(tools[i]!.payload.data.result, audit.toAuditValue(v), `result of value ${i}`);
+  });
+});

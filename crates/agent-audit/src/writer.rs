@@ -652,6 +652,9 @@ fn spawn_alert_thread(handler: Arc<Mutex<Option<AlertHandler>>>) -> Result<Sende
 // Small batches keep what a crash can lose, and the memory held, small;
 // larger ones buy little once a batch is a single write call.
 const BATCH_MAX_EVENTS: usize = 1024;
+/// How long the writer waits after a batch before it waits on the queue
+/// again (see `Writer::run`); bounds the extra latency of a flush.
+const LINGER: Duration = Duration::from_millis(1);
 const BATCH_MAX_BYTES: usize = 1 << 20;
 
 /// Length of the longest run of whole lines at the start of `buf` that
@@ -676,6 +679,12 @@ impl Writer {
                     if self.handle(msg) {
                         return;
                     }
+                    // Linger before waiting on the queue again: an agent
+                    // emitting steadily then finds the writer awake, so a
+                    // send costs no wake-up (a futex syscall each, several
+                    // microseconds on the caller's thread), and batches
+                    // grow. An idle writer still parks after one linger.
+                    std::thread::sleep(LINGER);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.on_timer();
