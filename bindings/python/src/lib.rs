@@ -14,6 +14,12 @@ pub mod convert;
 pub mod error;
 pub mod log;
 
+// Events are allocated on the agent's thread and freed on the writer's:
+// with glibc's allocator that contends on the arena lock (a futex wake per
+// free); mimalloc frees across threads without it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pyo3::prelude::*;
 
 /// The native module.
