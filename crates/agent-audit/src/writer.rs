@@ -457,11 +457,7 @@ impl AuditLog {
         }
         let size = event.approx_bytes();
         let c = &self.shared.counters;
-        let before = c.queued_bytes.fetch_add(size, Ordering::AcqRel);
-        // An event bigger than the whole bound still goes in when the
-        // queue is empty, so one huge payload is not lost forever.
-        if before > 0 && before + size > self.shared.max_bytes {
-            c.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        if !self.reserve_bytes(size) {
             c.dropped_total.fetch_add(1, Ordering::Relaxed);
             c.dropped_pending_bytes.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
@@ -479,6 +475,40 @@ impl AuditLog {
             self.count_lost();
         }
         Ok(sent)
+    }
+
+    /// Takes `size` bytes of the queue's byte bound. An event bigger than
+    /// the whole bound still goes in when the queue is empty, so one huge
+    /// payload is not lost forever. When full: `Drop` gives up at once;
+    /// `Block` waits for the writer to make room, up to its timeout.
+    fn reserve_bytes(&self, size: usize) -> bool {
+        let c = &self.shared.counters;
+        let max = self.shared.max_bytes;
+        let try_take = || {
+            let before = c.queued_bytes.fetch_add(size, Ordering::AcqRel);
+            if before == 0 || before + size <= max {
+                return true;
+            }
+            c.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            false
+        };
+        if try_take() {
+            return true;
+        }
+        let Overflow::Block(timeout) = self.shared.overflow else {
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.shared.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            if try_take() {
+                return true;
+            }
+        }
+        false
     }
 
     fn count_lost(&self) {

@@ -98,6 +98,32 @@ fn byte_bound_limits_queued_memory() {
 }
 
 #[test]
+fn block_mode_waits_for_the_byte_bound_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.queue_max_bytes = 64 * 1024;
+    c.overflow = Overflow::Block(Duration::from_secs(30));
+    let log = AuditLog::open(c).unwrap();
+    let trace = TraceId::random();
+    let mut max_seen = 0u64;
+    for i in 0..2_000 {
+        let e = tool_event(trace, None, i).with_part(
+            agent_audit::PayloadPart::Input,
+            Value::String("y".repeat(4096)),
+        );
+        assert!(log.emit(e).unwrap(), "event {i} was not queued");
+        max_seen = max_seen.max(log.stats().queued_bytes);
+    }
+    assert!(log.shutdown(Duration::from_secs(30)));
+    assert!(
+        max_seen <= 64 * 1024 + 8 * 1024,
+        "queued bytes reached {max_seen}"
+    );
+    assert_eq!(log.stats().dropped, 0);
+    assert_clean(dir.path());
+}
+
+#[test]
 fn block_mode_waits_instead_of_dropping() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
