@@ -273,11 +273,11 @@ function send(l: native.NativeLog, event: Record<string, unknown>): boolean {
   const text = payloadText === '' ? head : head === '{}' ? `{${payloadText}}` : `${head.slice(0, -1)},${payloadText}}`;
   try {
     return l.emitJson(text);
-  } catch (e) {
-    // Text the core cannot read (a lone surrogate in a name): the native
-    // converter writes U+FFFD instead. Anything else is the event's fault.
-    if (/JSON text/.test((e as Error)?.message ?? '')) return l.emit(unraw(event));
-    throw e;
+  } catch {
+    // Nothing was queued. Text the core cannot read (a lone surrogate in a
+    // name) goes through the native converter, which writes U+FFFD; any
+    // other refusal it repeats there with its own typed error.
+    return l.emit(unraw(event));
   }
 }
 
