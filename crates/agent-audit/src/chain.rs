@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::envelope::Envelope;
 use crate::error::{AuditError, ErrorKind, Result};
 use crate::ids::{Timestamp, uuid_v7_at};
 use crate::jcs;
@@ -159,20 +160,31 @@ impl ChainWriter {
     /// outside the hash.
     pub fn seal(
         &mut self,
-        mut envelope: Map<String, Value>,
+        envelope: Map<String, Value>,
         payload: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<Sealed> {
-        let is_checkpoint = envelope.get("kind").and_then(Value::as_str) == Some("checkpoint");
-        envelope.insert("v".into(), Value::from(SCHEMA_VERSION));
-        envelope.insert("stream_id".into(), Value::String(self.stream_id.clone()));
-        envelope.insert(
-            "seq".into(),
-            serde_json::to_value(Counter(self.seq)).map_err(json_err)?,
-        );
-        envelope.insert("prev".into(), Value::String(fmt_sha256(&self.prev)));
+        let mut env = Envelope::from_map(envelope)?;
+        self.seal_envelope(&mut env, payload, out)
+    }
+
+    /// [`ChainWriter::seal`] for an envelope already held as canonical
+    /// fields (the writer's path: no `Map` per record).
+    pub fn seal_envelope(
+        &mut self,
+        envelope: &mut Envelope,
+        payload: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<Sealed> {
+        // A field the chain sets, given again, fails in write_canonical
+        // ("given twice"): the record is refused rather than overwritten.
+        let is_checkpoint = envelope.get_raw("kind") == Some(&b"\"checkpoint\""[..]);
+        envelope.u64("v", SCHEMA_VERSION);
+        envelope.str("stream_id", &self.stream_id);
+        envelope.u64("seq", self.seq);
+        envelope.str("prev", &fmt_sha256(&self.prev));
         self.canon.clear();
-        jcs::canonicalize_into(&Value::Object(envelope), &mut self.canon)?;
+        envelope.write_canonical(&mut self.canon)?;
         let hash: [u8; 32] = Sha256::digest(self.canon.as_slice()).into();
 
         // The line is the canonical envelope with hash, sig and payload
@@ -220,8 +232,8 @@ impl ChainWriter {
             root: fmt_sha256(&self.tree.root()),
             key_id: self.key.key_id().to_string(),
         });
-        let envelope = writer_envelope(&body, ts)?;
-        self.seal(envelope, None, out)
+        let mut envelope = Envelope::from_map(writer_envelope(&body, ts)?)?;
+        self.seal_envelope(&mut envelope, None, out)
     }
 }
 

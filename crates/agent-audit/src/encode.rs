@@ -3,15 +3,17 @@
 //! user-id hashing, part hashes over the unredacted values, redaction,
 //! truncation, the salted payload digest.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::chain::fmt_sha256;
 use crate::chain::json_err;
+use crate::envelope::Envelope;
 use crate::error::{AuditError, Result};
-use crate::ids::uuid_v7_at;
+use crate::ids::write_uuid_v7_at;
+use crate::jcs;
 use crate::payload::{PayloadLimits, SaltSource, ValueHasher, normalize, truncate_strings};
 use crate::record::{Body, CaptureMode, Event, PayloadPart, Principal};
 use crate::redact::{RedactionReport, Redactor};
@@ -33,8 +35,9 @@ pub struct EncoderSettings {
     pub limits: PayloadLimits,
 }
 
-/// An encoded event: the envelope fields and the stored payload's JSON text.
-pub type Encoded = (Map<String, Value>, Option<Vec<u8>>);
+/// A principal as given on an event, and its canonical text once defaults
+/// are filled in (`None`: nothing to write).
+type CachedPrincipal = (Option<Arc<Principal>>, Option<Vec<u8>>);
 
 /// Builds envelopes and payloads. One per writer thread.
 pub struct RecordEncoder {
@@ -43,10 +46,17 @@ pub struct RecordEncoder {
     hasher: ValueHasher,
     /// User ids are always hashed under the tenant key when hashing is on.
     salts: SaltSource,
-    scratch: Vec<u8>,
-    // The last principal seen and its encoded form: every event of a trace
-    // shares one `Arc`, so this saves a clone, a hash and a serialization.
-    principal_cache: Option<(Option<Arc<Principal>>, Option<Value>)>,
+    // The last principal seen and its canonical text: every event of a
+    // trace shares one `Arc`, so this saves a clone, a hash and a
+    // serialization.
+    principal_cache: Option<CachedPrincipal>,
+    // Reused per record: canonical payload parts, their names and ranges,
+    // the stored payload, id and time text.
+    data: Vec<u8>,
+    parts: Vec<(&'static str, Range<usize>)>,
+    payload: Vec<u8>,
+    has_payload: bool,
+    ids: String,
 }
 
 impl RecordEncoder {
@@ -66,8 +76,12 @@ impl RecordEncoder {
             redactor,
             hasher: ValueHasher::new(hashing_key),
             salts: SaltSource::default(),
-            scratch: Vec::with_capacity(4096),
             principal_cache: None,
+            data: Vec::with_capacity(4096),
+            parts: Vec::with_capacity(4),
+            payload: Vec::with_capacity(4096),
+            has_payload: false,
+            ids: String::with_capacity(80),
         })
     }
 
@@ -101,31 +115,39 @@ impl RecordEncoder {
         p
     }
 
-    fn encoded_principal(&mut self, event: Option<Arc<Principal>>) -> Result<Option<Value>> {
-        if let Some((cached, value)) = &self.principal_cache {
+    fn encoded_principal(&mut self, event: Option<Arc<Principal>>) -> Result<()> {
+        if let Some((cached, _)) = &self.principal_cache {
             let same = match (cached, &event) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 _ => false,
             };
             if same {
-                return Ok(value.clone());
+                return Ok(());
             }
         }
         let p = self.principal(event.as_ref());
-        let value = if p == Principal::default() {
+        let bytes = if p == Principal::default() {
             None
         } else {
-            Some(serde_json::to_value(&p).map_err(json_err)?)
+            let v = serde_json::to_value(&p).map_err(json_err)?;
+            Some(jcs::canonicalize(&v)?)
         };
-        self.principal_cache = Some((event, value.clone()));
-        Ok(value)
+        self.principal_cache = Some((event, bytes));
+        Ok(())
     }
 
-    /// The envelope (without `v`, `stream_id`, `seq`, `prev`, `hash`) and
-    /// the stored payload `{"data":…,"salt":…}` of one event, as canonical
-    /// JSON text.
-    pub fn encode(&mut self, event: Event) -> Result<Encoded> {
+    /// The stored payload of the last [`RecordEncoder::encode`]:
+    /// `{"data":…,"salt":…}` as canonical JSON text, if the event stored one.
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.has_payload.then_some(self.payload.as_slice())
+    }
+
+    /// Fills `env` with the envelope of one event (without `v`,
+    /// `stream_id`, `seq`, `prev`, `hash`) and keeps its stored payload
+    /// for [`RecordEncoder::payload`]. Every value goes into the envelope
+    /// as canonical text: no `serde_json::Map` is built per record.
+    pub fn encode(&mut self, event: Event, env: &mut Envelope) -> Result<()> {
         let Event {
             ts,
             trace_id,
@@ -140,43 +162,52 @@ impl RecordEncoder {
             body,
             payload,
         } = event;
+        self.has_payload = false;
+        env.clear();
         let is_tool = matches!(body, Body::ToolCall(_));
-        let Value::Object(mut env) = serde_json::to_value(&body).map_err(json_err)? else {
-            return Err(AuditError::invalid_event("event body is not an object"));
-        };
-        env.insert("event_id".into(), Value::String(uuid_v7_at(ts).to_string()));
-        env.insert("ts".into(), Value::String(ts.to_rfc3339()));
+        env.extend_object(&body)?;
+        self.ids.clear();
+        write_uuid_v7_at(ts, &mut self.ids);
+        env.str("event_id", &self.ids);
+        self.ids.clear();
+        ts.write_rfc3339(&mut self.ids);
+        env.str("ts", &self.ids);
         if let Some(t) = trace_id {
-            env.insert("trace_id".into(), Value::String(t.to_string()));
+            self.ids.clear();
+            t.write_to(&mut self.ids);
+            env.str("trace_id", &self.ids);
         }
         if let Some(s) = span_id {
-            env.insert("span_id".into(), Value::String(s.to_string()));
+            self.ids.clear();
+            s.write_to(&mut self.ids);
+            env.str("span_id", &self.ids);
         }
         if let Some(p) = parent_span_id {
-            env.insert("parent_span_id".into(), Value::String(p.to_string()));
+            self.ids.clear();
+            p.write_to(&mut self.ids);
+            env.str("parent_span_id", &self.ids);
         }
-        if let Some(p) = self.encoded_principal(principal)? {
-            env.insert("principal".into(), p);
+        self.encoded_principal(principal)?;
+        if let Some((_, Some(p))) = &self.principal_cache {
+            env.raw("principal", p);
         }
-        let retention = retention_class
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| self.settings.retention_class.clone());
-        env.insert("retention_class".into(), Value::String(retention));
+        match &retention_class {
+            Some(r) => env.str("retention_class", r),
+            None => env.str("retention_class", &self.settings.retention_class),
+        }
         if let Some(pv) = &self.settings.policy_version {
-            env.insert("policy_version".into(), Value::String(pv.clone()));
+            env.str("policy_version", pv);
         }
-        env.insert(
-            "risk".into(),
-            serde_json::to_value(&risk).map_err(json_err)?,
-        );
+        if risk.is_empty() {
+            env.raw("risk", br#"{"flags":[],"score":0}"#);
+        } else {
+            env.ser("risk", &risk)?;
+        }
         if let Some(o) = otel {
-            env.insert("otel".into(), serde_json::to_value(&o).map_err(json_err)?);
+            env.ser("otel", &o)?;
         }
         let capture = capture.unwrap_or(self.settings.capture);
-        env.insert(
-            "capture".into(),
-            serde_json::to_value(capture).map_err(json_err)?,
-        );
+        env.str("capture", capture.as_str());
 
         let mut report = RedactionReport::default();
         if let Some(meta) = metadata {
@@ -186,66 +217,93 @@ impl RecordEncoder {
             // it is redacted in every capture mode, raw included.
             self.redactor.redact_value(&mut meta, &mut report);
             truncate_strings(&mut meta, 1024);
-            env.insert("metadata".into(), meta);
+            env.value("metadata", &meta)?;
         }
 
-        let mut data = Map::new();
+        // Each part is canonicalized once for its hash; the stored copy
+        // reuses those bytes unless redaction or truncation changed it.
+        self.parts.clear();
+        self.data.clear();
         let mut args_redacted = None;
         for (part, mut value) in payload {
             normalize(&mut value, self.settings.limits.max_depth);
-            let h = self.hasher.hash_value(&value, &mut self.scratch)?;
-            env.insert(part.hash_field().into(), Value::String(h));
+            let start = self.data.len();
+            jcs::canonicalize_into(&value, &mut self.data)?;
+            let h = self
+                .hasher
+                .hash_bytes(self.data.get(start..).unwrap_or_default());
+            env.str(part.hash_field(), &h);
             match capture {
                 CaptureMode::Hash => {
+                    self.data.truncate(start);
                     if part == PayloadPart::Args {
                         args_redacted = Some(true);
                     }
                 }
                 CaptureMode::Redacted | CaptureMode::Raw => {
+                    let mut changed = false;
                     if capture == CaptureMode::Redacted {
                         let before = report.total();
                         self.redactor.redact_value(&mut value, &mut report);
+                        changed = report.total() > before;
                         if part == PayloadPart::Args {
-                            args_redacted = Some(report.total() > before);
+                            args_redacted = Some(changed);
                         }
                     } else if part == PayloadPart::Args {
                         args_redacted = Some(false);
                     }
-                    truncate_strings(&mut value, self.settings.limits.max_string_bytes);
-                    data.insert(part.as_str().into(), value);
+                    changed |= truncate_strings(&mut value, self.settings.limits.max_string_bytes);
+                    if changed {
+                        self.data.truncate(start);
+                        jcs::canonicalize_into(&value, &mut self.data)?;
+                    }
+                    self.parts.push((part.as_str(), start..self.data.len()));
                 }
             }
         }
         if is_tool && let Some(r) = args_redacted {
-            env.insert("args_redacted".into(), Value::Bool(r));
+            env.bool("args_redacted", r);
         }
         if !report.is_empty() {
-            env.insert("redactions".into(), report.to_json());
+            env.value("redactions", &report.to_json())?;
         }
-        let stored = if data.is_empty() {
-            None
-        } else {
+        if !self.parts.is_empty() {
+            // Part names are ASCII: byte order is RFC 8785 order.
+            self.parts.sort_unstable_by_key(|(name, _)| *name);
             let salt = self.salts.next_salt();
-            let data = Value::Object(data);
-            self.scratch.clear();
-            crate::jcs::canonicalize_into(&data, &mut self.scratch)?;
+            self.payload.clear();
+            self.payload.extend_from_slice(b"{\"data\":");
+            let data_start = self.payload.len();
+            self.payload.push(b'{');
+            for (i, (name, range)) in self.parts.iter().enumerate() {
+                if i > 0 {
+                    self.payload.push(b',');
+                }
+                jcs::write_json_string(name, &mut self.payload);
+                self.payload.push(b':');
+                self.payload
+                    .extend_from_slice(self.data.get(range.clone()).unwrap_or_default());
+            }
+            self.payload.push(b'}');
             let digest: [u8; 32] = Sha256::new()
                 .chain_update(salt)
-                .chain_update(&self.scratch)
+                .chain_update(self.payload.get(data_start..).unwrap_or_default())
                 .finalize()
                 .into();
-            env.insert("payload_digest".into(), Value::String(fmt_sha256(&digest)));
+            self.ids.clear();
+            self.ids.push_str("sha256:");
+            crate::ids::push_hex(&mut self.ids, &digest);
+            env.str("payload_digest", &self.ids);
             // The stored payload is itself canonical ("data" sorts before
             // "salt"), so a verifier can check the digest over its bytes
             // without parsing them.
-            let mut p = Vec::with_capacity(self.scratch.len() + 96);
-            p.extend_from_slice(b"{\"data\":");
-            p.extend_from_slice(&self.scratch);
-            p.extend_from_slice(b",\"salt\":\"");
-            p.extend_from_slice(crate::ids::to_hex(&salt).as_bytes());
-            p.extend_from_slice(b"\"}");
-            Some(p)
-        };
-        Ok((env, stored))
+            self.payload.extend_from_slice(b",\"salt\":\"");
+            self.ids.clear();
+            crate::ids::push_hex(&mut self.ids, &salt);
+            self.payload.extend_from_slice(self.ids.as_bytes());
+            self.payload.extend_from_slice(b"\"}");
+            self.has_payload = true;
+        }
+        Ok(())
     }
 }

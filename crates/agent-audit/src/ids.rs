@@ -76,6 +76,10 @@ impl TraceId {
         b[8..].copy_from_slice(&next_u64().to_be_bytes());
         TraceId(b)
     }
+    /// Appends the 32 lowercase hex characters to `out`.
+    pub fn write_to(&self, out: &mut String) {
+        push_hex(out, &self.0);
+    }
     /// Parses 32 hex characters (not all zero).
     pub fn parse(s: &str) -> Result<Self> {
         let mut b = [0u8; 16];
@@ -88,6 +92,10 @@ impl SpanId {
     /// A new random, non-zero span id.
     pub fn random() -> Self {
         SpanId(next_u64().to_be_bytes())
+    }
+    /// Appends the 16 lowercase hex characters to `out`.
+    pub fn write_to(&self, out: &mut String) {
+        push_hex(out, &self.0);
     }
     /// Parses 16 hex characters (not all zero).
     pub fn parse(s: &str) -> Result<Self> {
@@ -160,18 +168,51 @@ impl Timestamp {
 
     /// RFC 3339 UTC with millisecond precision, e.g. `2026-04-16T13:44:37.123Z`.
     pub fn to_rfc3339(self) -> String {
+        let mut s = String::with_capacity(24);
+        self.write_rfc3339(&mut s);
+        s
+    }
+
+    /// Appends [`Timestamp::to_rfc3339`]'s text to `out` without formatting
+    /// machinery (the writer does this for every record).
+    pub fn write_rfc3339(self, out: &mut String) {
         let ms = self.unix_millis();
         let secs = ms.div_euclid(1000);
         let milli = ms.rem_euclid(1000);
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-            sod / 3600,
-            (sod / 60) % 60,
-            sod % 60
-        )
+        if !(0..=9999).contains(&y) {
+            use std::fmt::Write;
+            let _ = write!(
+                out,
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+                sod / 3600,
+                (sod / 60) % 60,
+                sod % 60
+            );
+            return;
+        }
+        let digits = |out: &mut String, n: i64, width: u32| {
+            for i in (0..width).rev() {
+                let d = (n / 10i64.pow(i)).rem_euclid(10);
+                out.push(char::from(b'0' + d as u8));
+            }
+        };
+        digits(out, y, 4);
+        out.push('-');
+        digits(out, m, 2);
+        out.push('-');
+        digits(out, d, 2);
+        out.push('T');
+        digits(out, sod / 3600, 2);
+        out.push(':');
+        digits(out, (sod / 60) % 60, 2);
+        out.push(':');
+        digits(out, sod % 60, 2);
+        out.push('.');
+        digits(out, milli, 3);
+        out.push('Z');
     }
 
     /// Parses RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`), or a bare
@@ -373,6 +414,12 @@ fn fill_uuid_random(rand: &mut [u8; 10]) {
     if !ok {
         rand[..8].copy_from_slice(&next_u64().to_le_bytes());
     }
+}
+
+/// Appends a new UUIDv7 whose time part is `ts`, hyphenated lowercase.
+pub fn write_uuid_v7_at(ts: Timestamp, out: &mut String) {
+    let mut buf = uuid::Uuid::encode_buffer();
+    out.push_str(uuid_v7_at(ts).hyphenated().encode_lower(&mut buf));
 }
 
 /// A new UUIDv7 whose time part is `ts`.

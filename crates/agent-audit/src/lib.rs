@@ -16,6 +16,7 @@
 
 pub mod chain;
 pub mod encode;
+pub mod envelope;
 pub mod error;
 pub mod ids;
 pub mod ingest;

@@ -241,6 +241,15 @@ pub enum CaptureMode {
 }
 
 impl CaptureMode {
+    /// `hash` | `redacted` | `raw`, as written in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Hash => "hash",
+            CaptureMode::Redacted => "redacted",
+            CaptureMode::Raw => "raw",
+        }
+    }
+
     /// Parses `hash` | `redacted` | `raw`.
     pub fn parse(s: &str) -> Result<CaptureMode> {
         match s {

@@ -330,6 +330,7 @@ impl AuditLog {
             rx,
             chain,
             encoder,
+            envelope: crate::envelope::Envelope::new(),
             segment,
             stream_dir: stream_dir.clone(),
             counters: counters.clone(),
@@ -641,6 +642,8 @@ struct Writer {
     rx: Receiver<Msg>,
     chain: ChainWriter,
     encoder: RecordEncoder,
+    // Reused for every record's envelope.
+    envelope: crate::envelope::Envelope,
     segment: Segment,
     stream_dir: PathBuf,
     counters: Arc<Counters>,
@@ -855,8 +858,14 @@ impl Writer {
     fn encode_one(&mut self, event: Event) {
         let sealed = self
             .encoder
-            .encode(event)
-            .and_then(|(env, payload)| self.chain.seal(env, payload.as_deref(), &mut self.pending));
+            .encode(event, &mut self.envelope)
+            .and_then(|()| {
+                self.chain.seal_envelope(
+                    &mut self.envelope,
+                    self.encoder.payload(),
+                    &mut self.pending,
+                )
+            });
         if sealed.is_ok() {
             self.pending_records += 1;
         } else {
@@ -869,7 +878,10 @@ impl Writer {
 
     fn seal_writer_record(&mut self, body: &Body, ts: Timestamp) -> Result<()> {
         let env = crate::chain::writer_envelope(body, ts)?;
-        self.chain.seal(env, None, &mut self.pending)?;
+        self.envelope.clear();
+        self.envelope.extend_map(env)?;
+        self.chain
+            .seal_envelope(&mut self.envelope, None, &mut self.pending)?;
         self.pending_records += 1;
         Ok(())
     }

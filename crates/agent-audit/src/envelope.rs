@@ -1,0 +1,253 @@
+//! A record envelope under construction, held as canonical JSON text per
+//! field rather than as a `serde_json::Map`.
+//!
+//! The writer used to build every envelope as a `Map<String, Value>` and
+//! canonicalize it whole when sealing: a B-tree of owned keys and values
+//! built, walked and freed per record. Here each field's value is written
+//! once, as RFC 8785 text, into one reused buffer; sealing sorts the field
+//! names (RFC 8785 order: UTF-16 code units) and joins the pieces. The
+//! output is byte for byte what canonicalizing the equivalent `Map` gives
+//! (a test checks it against [`crate::jcs::canonicalize`]).
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{AuditError, ErrorKind, Result};
+use crate::jcs;
+
+/// Field name and where its canonical value sits in the buffer.
+type Field = (Cow<'static, str>, Range<usize>);
+
+/// Envelope fields as canonical JSON values. Reuse one with [`Envelope::clear`]
+/// to keep its buffers.
+#[derive(Debug, Default)]
+pub struct Envelope {
+    buf: Vec<u8>,
+    fields: Vec<Field>,
+}
+
+impl Envelope {
+    /// An empty envelope.
+    pub fn new() -> Self {
+        Envelope {
+            buf: Vec::with_capacity(1024),
+            fields: Vec::with_capacity(32),
+        }
+    }
+
+    /// Empties the envelope, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.fields.clear();
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    fn push(&mut self, key: Cow<'static, str>, start: usize) {
+        let end = self.buf.len();
+        self.fields.push((key, start..end));
+    }
+
+    /// Adds a string field.
+    pub fn str(&mut self, key: impl Into<Cow<'static, str>>, value: &str) {
+        let start = self.buf.len();
+        jcs::write_json_string(value, &mut self.buf);
+        self.push(key.into(), start);
+    }
+
+    /// Adds a field whose value is already canonical JSON text (the
+    /// caller guarantees it: e.g. bytes an earlier canonicalization made).
+    pub fn raw(&mut self, key: impl Into<Cow<'static, str>>, canonical: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(canonical);
+        self.push(key.into(), start);
+    }
+
+    /// Adds an unsigned integer field (within ±(2^53−1): larger counters
+    /// travel as strings, see [`crate::record::Counter`]).
+    pub fn u64(&mut self, key: impl Into<Cow<'static, str>>, n: u64) {
+        let start = self.buf.len();
+        if n <= jcs::MAX_SAFE_INTEGER {
+            let mut b = itoa_buf(n);
+            self.buf.extend_from_slice(b.as_bytes_mut());
+        } else {
+            jcs::write_json_string(&n.to_string(), &mut self.buf);
+        }
+        self.push(key.into(), start);
+    }
+
+    /// Adds a boolean field.
+    pub fn bool(&mut self, key: impl Into<Cow<'static, str>>, b: bool) {
+        self.raw(key, if b { b"true" } else { b"false" });
+    }
+
+    /// Adds a field holding `value` canonicalized.
+    pub fn value(&mut self, key: impl Into<Cow<'static, str>>, value: &Value) -> Result<()> {
+        let start = self.buf.len();
+        jcs::canonicalize_into(value, &mut self.buf)?;
+        self.push(key.into(), start);
+        Ok(())
+    }
+
+    /// Adds a field holding `value` serialized and canonicalized.
+    pub fn ser<T: Serialize + ?Sized>(
+        &mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: &T,
+    ) -> Result<()> {
+        let v = serde_json::to_value(value).map_err(crate::chain::json_err)?;
+        self.value(key, &v)
+    }
+
+    /// Adds every entry of `map` as a field.
+    pub fn extend_map(&mut self, map: Map<String, Value>) -> Result<()> {
+        for (k, v) in map {
+            self.value(k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the fields of a value that serializes as a JSON object (a
+    /// record body), each canonicalized.
+    pub fn extend_object<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        match serde_json::to_value(value).map_err(crate::chain::json_err)? {
+            Value::Object(map) => self.extend_map(map),
+            _ => Err(AuditError::invalid_event("record body is not an object")),
+        }
+    }
+
+    /// An envelope holding the entries of `map`.
+    pub fn from_map(map: Map<String, Value>) -> Result<Envelope> {
+        let mut e = Envelope::new();
+        e.extend_map(map)?;
+        Ok(e)
+    }
+
+    /// The canonical text of field `key`, if present.
+    pub fn get_raw(&self, key: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, r)| self.buf.get(r.clone()))
+    }
+
+    /// Whether field `key` is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.fields.iter().any(|(k, _)| k == key)
+    }
+
+    /// Appends the envelope as one canonical JSON object to `out`. Sorts
+    /// the fields; a name given twice is an error (the record would not
+    /// parse back).
+    pub fn write_canonical(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let ascii = self.fields.iter().all(|(k, _)| k.is_ascii());
+        if ascii {
+            self.fields
+                .sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        } else {
+            self.fields
+                .sort_unstable_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+        }
+        if let Some(w) = self.fields.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(AuditError::new(
+                ErrorKind::InvalidEvent,
+                format!("envelope field {:?} given twice", w[0].0),
+            ));
+        }
+        out.reserve(self.buf.len() + self.fields.len() * 24 + 2);
+        out.push(b'{');
+        for (i, (k, r)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            jcs::write_json_string(k, out);
+            out.push(b':');
+            out.extend_from_slice(self.buf.get(r.clone()).unwrap_or_default());
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Decimal digits of `n` without allocating.
+struct DigitBuf {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl DigitBuf {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
+fn itoa_buf(mut n: u64) -> DigitBuf {
+    let mut buf = [0u8; 20];
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        if let Some(slot) = buf.get_mut(start) {
+            // `n % 10` is one digit.
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || start == 0 {
+            break;
+        }
+    }
+    DigitBuf { buf, start }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn matches_canonicalizing_the_equivalent_map() {
+        let v = json!({
+            "zeta": 1, "alpha": "x\n\"y\"", "mid": {"b": [1, 2.5, null], "a": true},
+            "\u{e000}": 1, "\u{1f600}": 2, "n": 9007199254740991u64, "empty": {}
+        });
+        let Value::Object(map) = v.clone() else {
+            panic!()
+        };
+        let mut e = Envelope::from_map(map).unwrap();
+        let mut out = Vec::new();
+        e.write_canonical(&mut out).unwrap();
+        assert_eq!(out, jcs::canonicalize(&v).unwrap());
+
+        let mut e = Envelope::new();
+        e.u64("seq", 0);
+        e.u64("big", u64::MAX);
+        e.u64("n", 1234567890);
+        e.bool("ok", false);
+        e.str("s", "é\u{1}");
+        e.raw("r", b"[1,2]");
+        let mut out = Vec::new();
+        e.write_canonical(&mut out).unwrap();
+        let expect = json!({"seq": 0, "big": u64::MAX.to_string(), "n": 1234567890u64,
+            "ok": false, "s": "é\u{1}", "r": [1, 2]});
+        assert_eq!(out, jcs::canonicalize(&expect).unwrap());
+        assert_eq!(e.get_raw("n"), Some(&b"1234567890"[..]));
+    }
+
+    #[test]
+    fn a_field_given_twice_is_an_error() {
+        let mut e = Envelope::new();
+        e.str("kind", "a");
+        e.str("kind", "b");
+        assert!(e.write_canonical(&mut Vec::new()).is_err());
+    }
+}
