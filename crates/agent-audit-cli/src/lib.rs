@@ -13,7 +13,7 @@ use agent_audit::keys::{KeyPair, PublicKey};
 use agent_audit::policy::PolicyEngine;
 use agent_audit::policy::score::{review_queue, score_log};
 use agent_audit::trace::{TraceFilter, list_traces, render_trace, show_trace};
-use agent_audit::verify::{VerifyOptions, verify_log};
+use agent_audit::verify::VerifyOptions;
 use agent_audit::{
     AuditError, AuditLog, KeySource, LogConfig, Overflow, PolicySource, Principal, Timestamp,
 };
@@ -100,6 +100,15 @@ enum Command {
         /// Trusted public key(s); streams signed by others are reported.
         #[arg(long = "key")]
         keys: Vec<PathBuf>,
+        /// Also check every stream against a witness's co-signatures:
+        /// a witness.jsonl file or a directory holding them (a central log
+        /// written by `collect --witness-key`). Finds a tail cut after the
+        /// records were shipped.
+        #[arg(long, value_name = "PATH", requires = "witness_keys")]
+        witness: Option<PathBuf>,
+        /// The witness's public key (PEM); repeat for several.
+        #[arg(long = "witness-key", value_name = "PUB.pem", requires = "witness")]
+        witness_keys: Vec<PathBuf>,
     },
     /// List the traces (agent tasks) in LOG.
     Traces {
@@ -172,8 +181,8 @@ enum Command {
         #[arg(long, default_value = "erasure request")]
         reason: String,
     },
-    /// Follow LOG like `tail -F` and ship every record to a broker
-    /// (at least once, resuming from a cursor kept in LOG).
+    /// Follow LOG like `tail -F` and ship every record to a broker or an
+    /// OTLP receiver (at least once, resuming from a cursor kept in LOG).
     #[cfg(feature = "ship")]
     Ship(ship_cmd::ShipArgs),
     /// Consume shipped records, re-verify every stream, and write a central
@@ -332,11 +341,24 @@ fn run(cmd: Command) -> Result<u8, AuditError> {
             }
             Ok(u8::from(!rejected.is_empty()))
         }
-        Command::Verify { log, json, keys } => {
+        Command::Verify {
+            log,
+            json,
+            keys,
+            witness,
+            witness_keys,
+        } => {
             let opts = VerifyOptions {
                 trusted_keys: load_keys(&keys)?,
             };
-            let report = verify_log(&log, &opts)?;
+            let witness = match &witness {
+                Some(w) => Some(agent_audit::witness::WitnessSet::load(
+                    w,
+                    &load_keys(&witness_keys)?,
+                )?),
+                None => None,
+            };
+            let report = agent_audit::verify::verify_log_witnessed(&log, &opts, witness.as_ref())?;
             if json {
                 println!("{}", to_json(&report)?);
             } else {

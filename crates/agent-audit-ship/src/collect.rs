@@ -27,9 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use agent_audit::keys::PublicKey;
+use std::sync::Arc;
+
+use agent_audit::keys::{KeyPair, PublicKey};
 use agent_audit::reader::StreamFiles;
 use agent_audit::verify::{Finding, FindingCode, StreamVerifier, VerifyOptions};
+use agent_audit::witness::WITNESS_FILE;
 use agent_audit::writer::{HEAD_FILE, segment_file_name};
 use serde::Serialize;
 
@@ -97,6 +100,11 @@ pub struct CollectOptions {
     pub backoff_max: Duration,
     /// Print failures and quarantines to stderr.
     pub report_errors: bool,
+    /// The collector's own key, as a witness: every checkpoint it accepts
+    /// is co-signed into `witness.jsonl` beside the stream's segments
+    /// ([`agent_audit::witness`]), so a host's log verified against them
+    /// shows a tail cut after it was shipped.
+    pub witness_key: Option<Arc<KeyPair>>,
 }
 
 impl CollectOptions {
@@ -113,6 +121,7 @@ impl CollectOptions {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             report_errors: true,
+            witness_key: None,
         }
     }
 }
@@ -212,6 +221,12 @@ fn open_append(path: &Path) -> std::io::Result<fs::File> {
     fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
+fn append_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    open_append(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_data()))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+}
+
 impl Central {
     fn create(dir: &Path, max: u64) -> Result<Central> {
         fs::create_dir_all(dir)
@@ -285,6 +300,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 struct Held<A> {
     line: Vec<u8>,
     ack: A,
+    /// A checkpoint whose root and signature verified.
+    checkpoint: bool,
 }
 
 struct StreamState<A> {
@@ -456,6 +473,7 @@ impl<'o, A> Collector<'o, A> {
         let held = Held {
             line: d.payload,
             ack: d.ack,
+            checkpoint: false,
         };
         let r = self.route(&mut st, seq, held, to_ack);
         self.streams.insert(id, st);
@@ -528,7 +546,12 @@ impl<'o, A> Collector<'o, A> {
         Ok(())
     }
 
-    fn accept(&mut self, st: &mut StreamState<A>, h: Held<A>, to_ack: &mut Vec<A>) -> Result<()> {
+    fn accept(
+        &mut self,
+        st: &mut StreamState<A>,
+        mut h: Held<A>,
+        to_ack: &mut Vec<A>,
+    ) -> Result<()> {
         match st.verifier.push(&h.line) {
             Ok(a) => {
                 if st.partition.is_none()
@@ -537,6 +560,7 @@ impl<'o, A> Collector<'o, A> {
                     st.partition = Some(p);
                 }
                 st.ended |= a.kind == "stream_end";
+                h.checkpoint = a.checkpoint_verified;
                 st.held.push(h);
                 if a.checkpoint_verified {
                     st.covered = st.held.len();
@@ -675,6 +699,23 @@ fn commit_stream<A>(
     if let Some(c) = st.central.as_mut() {
         let lines: Vec<&[u8]> = st.held.iter().take(n).map(|h| h.line.as_slice()).collect();
         c.append(&lines, head.as_deref())?;
+        if let Some(key) = &opts.witness_key {
+            // Co-signed only once the records are synced, and before they
+            // are acknowledged: a witness line never vouches for records
+            // the central log could still lose.
+            let now = agent_audit::Timestamp::now();
+            let mut cosigs = Vec::new();
+            for h in st.held.iter().take(n).filter(|h| h.checkpoint) {
+                cosigs.extend(
+                    agent_audit::witness::cosign(key, &h.line, now)
+                        .map_err(|e| Error::with_source("cannot co-sign a checkpoint", e))?,
+                );
+                cosigs.push(b'\n');
+            }
+            if !cosigs.is_empty() {
+                append_synced(&c.dir.join(WITNESS_FILE), &cosigs)?;
+            }
+        }
     }
     to_ack.extend(st.held.drain(..n).map(|h| h.ack));
     st.covered = st.covered.saturating_sub(n);

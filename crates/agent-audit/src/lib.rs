@@ -32,6 +32,7 @@ pub mod record;
 pub mod redact;
 pub mod trace;
 pub mod verify;
+pub mod witness;
 pub mod writer;
 
 pub use error::{AuditError, ErrorKind, Result};

@@ -22,6 +22,7 @@ use crate::merkle::CompactTree;
 use crate::payload::payload_digest;
 use crate::reader::{Line, StreamFiles, list_streams};
 use crate::record::SCHEMA_VERSION;
+use crate::witness::{Cosignature, WitnessSet};
 use crate::writer::HEAD_FILE;
 
 /// How bad a finding is.
@@ -72,6 +73,8 @@ pub enum FindingCode {
     CutTail,
     /// The signed head does not match the log.
     HeadMismatch,
+    /// A record a witness co-signed differs from the log's record at that seq.
+    WitnessMismatch,
     /// The last line is incomplete (the writer was killed mid-write).
     TornTail,
     /// The stream has no `stream_end` (writer still running, or crashed).
@@ -188,6 +191,18 @@ pub struct VerifyOptions {
 /// Verifies every stream of a log directory (or one stream directory).
 /// `Err` only when the input cannot be used at all (exit 2).
 pub fn verify_log(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
+    verify_log_witnessed(path, opts, None)
+}
+
+/// [`verify_log`], and also checks every stream against the checkpoints a
+/// witness co-signed ([`crate::witness`]): a co-signed checkpoint missing
+/// from the log is a cut tail, a different record at its seq a
+/// `witness_mismatch`. Streams the witness never saw are checked as usual.
+pub fn verify_log_witnessed(
+    path: &Path,
+    opts: &VerifyOptions,
+    witness: Option<&WitnessSet>,
+) -> Result<VerifyReport> {
     let streams = list_streams(path)?;
     if streams.is_empty() {
         return Err(crate::error::AuditError::new(
@@ -202,7 +217,8 @@ pub fn verify_log(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport> {
     };
     for dir in streams {
         let files = StreamFiles::read(&dir)?;
-        let (summary, findings) = verify_stream(&files, opts);
+        let cosigned = witness.map_or(&[][..], |w| w.for_stream(&files.dir_name()));
+        let (summary, findings) = verify_stream_witnessed(&files, opts, cosigned);
         report.records += summary.records;
         report.streams.push(summary);
         report.findings.extend(findings);
@@ -581,6 +597,16 @@ fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>,
 
 /// Verifies one stream already read into memory.
 pub fn verify_stream(files: &StreamFiles, opts: &VerifyOptions) -> (StreamReport, Vec<Finding>) {
+    verify_stream_witnessed(files, opts, &[])
+}
+
+/// [`verify_stream`] plus the checks against a witness's co-signatures of
+/// this stream's checkpoints.
+pub fn verify_stream_witnessed(
+    files: &StreamFiles,
+    opts: &VerifyOptions,
+    cosigned: &[Cosignature],
+) -> (StreamReport, Vec<Finding>) {
     let mut ctx = Ctx {
         segments: &files.segments,
         hash_key: memchr::memmem::Finder::new(HASH_KEY),
@@ -741,6 +767,7 @@ pub fn verify_stream(files: &StreamFiles, opts: &VerifyOptions) -> (StreamReport
 
     // The signed head: records it covers must all be here.
     check_head(&mut ctx, files, key.as_ref(), &recs, &by_seq, expected);
+    check_witness(&mut ctx, cosigned, &recs, &by_seq, expected);
 
     let present = expected;
     let open = stream_end_seq.is_none();
@@ -922,6 +949,48 @@ fn check_head(
             None,
             format!("the signed head's checkpoint at seq {seq} differs from the log's"),
         ),
+    }
+}
+
+/// The stream against the checkpoints a witness co-signed: the latest one
+/// must be present (else the tail was cut after the witness saw it), and
+/// every co-signed seq must hold the co-signed record.
+fn check_witness(
+    ctx: &mut Ctx<'_>,
+    cosigned: &[Cosignature],
+    recs: &[Rec],
+    by_seq: &HashMap<u64, usize>,
+    present: u64,
+) {
+    if let Some(latest) = cosigned.iter().max_by_key(|c| c.seq)
+        && latest.seq >= present
+    {
+        ctx.add(
+            FindingCode::CutTail,
+            Some(present),
+            None,
+            format!(
+                "witness {} co-signed the checkpoint at seq {} ({} records) but only {present} are present: the tail was cut after it was shipped",
+                latest.witness_key_id,
+                latest.seq,
+                latest.seq + 1
+            ),
+        );
+    }
+    for c in cosigned.iter().filter(|c| c.seq < present) {
+        let claimed = parse_sha256(&c.checkpoint_hash);
+        match by_seq.get(&c.seq).and_then(|i| recs.get(*i)) {
+            Some(r) if Some(r.hash) == claimed => {}
+            _ => ctx.add(
+                FindingCode::WitnessMismatch,
+                Some(c.seq),
+                None,
+                format!(
+                    "witness {} co-signed a different record at seq {} (checkpoint {})",
+                    c.witness_key_id, c.seq, c.checkpoint_hash
+                ),
+            ),
+        }
     }
 }
 
