@@ -110,6 +110,24 @@ export interface InitOptions {
   segmentMaxBytes?: number;
   signRecords?: boolean;
   maxStringBytes?: number;
+  /**
+   * Ship the log off the machine from a background thread of this
+   * process: an exporter URL, `nats://HOST:PORT` (NATS JetStream). The
+   * exporter follows `dir` with a persisted cursor, retries with back-off
+   * while the receiver is down (reported once per outage on stderr,
+   * counted in {@link exportStats}) and never slows or fails a logged
+   * call. What it has not shipped at exit stays in `dir` for the next
+   * exporter (the next run, or an `agent-audit ship` sidecar);
+   * {@link shutdown} ships the tail within its timeout. Collect centrally
+   * with `npx agent-audit collect --from nats://… --to CENTRAL --trust
+   * PUB.pem`. A malformed or unsupported URL throws {@link ConfigError}.
+   */
+  export?: string;
+  /**
+   * The exporter's name: its cursor is `dir/.ship-cursor.<name>.json`
+   * (default from the URL's scheme: `nats`).
+   */
+  exportName?: string;
   /** Bound of the drain on exit and on SIGTERM / SIGINT (default 5000 ms). */
   exitTimeoutMs?: number;
   /** Install the beforeExit / exit / SIGTERM / SIGINT hooks (default true, main thread only). */
@@ -129,6 +147,8 @@ export interface LogInfo {
 // ------------------------------------------------------------------ state
 
 let log: native.NativeLog | undefined;
+// The last log shut down here, for its exporter's final stats.
+let closedLog: native.NativeLog | undefined;
 let exitTimeoutMs = 5000;
 let emittedSinceFlush = 0;
 let notLogged = 0;
@@ -400,6 +420,7 @@ export function init(options: InitOptions): LogInfo {
     throw fromNative(e);
   }
   log = opened;
+  closedLog = undefined;
   // A worker that joined the main thread's writer keeps its handler.
   if (!opened.reused || alerts !== undefined) installAlertHandler(opened);
   exitTimeoutMs = typeof t === 'number' && t >= 0 ? t : 5000;
@@ -436,12 +457,17 @@ export async function flush(timeoutMs = 5000): Promise<boolean> {
 /**
  * Closes the stream (`stream_end`, a last signed checkpoint) off the event
  * loop and removes the exit hooks. In a worker thread it only flushes and
- * detaches: the main thread owns the process's writer.
+ * detaches: the main thread owns the process's writer. With
+ * `init({ export })`, the exporter then ships what is left within the
+ * rest of `timeoutMs` (at most 500 ms while its export attempts are
+ * failing) and stops: {@link exportStats} tells how that went; the result
+ * only says whether the stream closed in time.
  */
 export async function shutdown(timeoutMs = 5000): Promise<boolean> {
   const l = log;
   if (!l) return true;
   log = undefined;
+  closedLog = l;
   if (!isMainThread && l.reused) return l.closed ? true : l.flush(timeoutMs);
   removeHooks();
   return l.shutdown(timeoutMs);
@@ -459,6 +485,24 @@ export function stats(): AuditStats {
     written: 0, dropped: 0, queued: 0, queuedBytes: 0, bytesWritten: 0, ioErrors: 0, checkpoints: 0,
   };
   return { ...s, notLogged };
+}
+
+/** How the exporter of `init({ export })` is doing (see {@link exportStats}). */
+export interface ExportStats extends Omit<native.ExportStats, 'state'> {
+  state: 'starting' | 'standby' | 'shipping' | 'draining' | 'stopped';
+}
+
+/**
+ * How the exporter started by `init({ export })` is doing, or null without
+ * one: `exporter` (its name), `state` (`starting` | `standby` |
+ * `shipping` | `draining` | `stopped`), `shipped` (records the receiver
+ * acknowledged), `batches`, `failures`, `consecutiveFailures` (non-zero
+ * while the receiver is unreachable), `lastError` and `caughtUp` (whether
+ * the drain at shutdown shipped everything). After {@link shutdown}, the
+ * final stats of the log it closed.
+ */
+export function exportStats(): ExportStats | null {
+  return ((log ?? closedLog)?.exportStats() as ExportStats | null | undefined) ?? null;
 }
 
 // ------------------------------------------------------------ read back

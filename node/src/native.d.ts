@@ -99,13 +99,21 @@ export declare class NativeLog {
    * Drains the queue, closes the stream (`stream_end`, final
    * checkpoint) and stops the writer, off the event loop. Resolves to
    * false if it did not finish within `timeoutMs`. Idempotent.
+   * With an exporter, it then ships what is left within the rest of
+   * `timeoutMs` (at most 500 ms while its export attempts are failing)
+   * and stops it: see `exportStats()`.
    */
   shutdown(timeoutMs?: number | undefined | null): Promise<boolean>
   /**
    * `shutdown` on the calling thread: the last drain on process exit,
-   * bounded by `timeoutMs`.
+   * bounded by `timeoutMs` (the exporter's drain included).
    */
   shutdownSync(timeoutMs?: number | undefined | null): boolean
+  /**
+   * How the exporter `export` started is doing (also after shutdown),
+   * or null without one.
+   */
+  exportStats(): ExportStats | null
   /** Current counters, read without stopping the writer. */
   stats(): LogStats
 }
@@ -153,6 +161,35 @@ export declare function attachLog(dir: string): NativeLog | null
  */
 export declare function capture(value: unknown): ExternalObject<'Captured'>
 
+/**
+ * How the exporter started with `export` is doing (counts are numbers:
+ * they stay far below 2^53).
+ */
+export interface ExportStats {
+  /** The exporter's name (its cursor is `LOG/.ship-cursor.<name>.json`). */
+  exporter: string
+  /**
+   * `starting` | `standby` (another process ships this directory) |
+   * `shipping` | `draining` | `stopped`.
+   */
+  state: string
+  /** Records the receiver acknowledged. */
+  shipped: number
+  /** Batches fully acknowledged. */
+  batches: number
+  /** Failed export attempts, each retried with back-off. */
+  failures: number
+  /**
+   * Failed attempts since the last success: non-zero while the
+   * receiver is unreachable.
+   */
+  consecutiveFailures: number
+  /** The last failure, if any. */
+  lastError?: string
+  /** Whether the drain at shutdown shipped everything. */
+  caughtUp: boolean
+}
+
 /** Filters of `listTraceSummaries`. */
 export interface ListTracesOptions {
   /** Only traces with this risk flag. */
@@ -191,8 +228,10 @@ export declare function newTraceId(): string
 /**
  * Opens this process's writer for `options.dir` (camelCase or snake_case
  * option names, as `LogOptions` reads them), or joins the one already
- * open for that directory in this process. Throws `ERR_AUDIT_CONFIG`,
- * `ERR_AUDIT_KEY` or `ERR_AUDIT_IO`.
+ * open for that directory in this process. With `export` (an exporter
+ * URL, `nats://HOST:PORT`), a new writer gets an exporter thread that
+ * ships the log directory (`exportName` names its cursor). Throws
+ * `ERR_AUDIT_CONFIG`, `ERR_AUDIT_KEY` or `ERR_AUDIT_IO`.
  */
 export declare function openLog(options: unknown): NativeLog
 

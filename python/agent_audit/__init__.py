@@ -31,7 +31,7 @@ from ._spans import (
     retrieval,
     trace,
 )
-from ._state import flush, get_log, init, shutdown, stats
+from ._state import export_stats, flush, get_log, init, shutdown, stats
 from ._tool import tool
 from .errors import (
     AuditError,
@@ -103,6 +103,7 @@ __all__ = [
     "context",
     "current_trace",
     "decision",
+    "export_stats",
     "flush",
     "get_log",
     "guardrail",

@@ -25,6 +25,8 @@ class _State:
 
     def __init__(self) -> None:
         self.log: Optional[AuditLog] = None
+        # The last log shut down, for its exporter's final stats.
+        self.closed_log: Optional[AuditLog] = None
         self.options: dict[str, Any] = {}
         self.limits: dict[str, int] = {}
         self.exit_timeout = 5.0
@@ -51,6 +53,8 @@ def init(
     policy: Optional[PathLike] = None,
     capture: str = "redacted",
     *,
+    export: Optional[str] = None,
+    export_name: Optional[str] = None,
     approver: Any = None,
     approval_timeout: Optional[float] = None,
     on_alert: Any = None,
@@ -81,6 +85,19 @@ def init(
     ``max_repr`` (1000). ``exit_timeout`` bounds the flush at exit and on
     SIGTERM. Raises ``ConfigError`` (or another ``AuditError``) when the
     log cannot be opened.
+
+    ``export`` ships the log off the machine from a background thread of
+    this process: an exporter URL, ``"nats://HOST:PORT"`` (NATS JetStream).
+    The exporter follows ``dir`` with a persisted cursor
+    (``dir/.ship-cursor.<export_name>.json``; ``export_name`` defaults to
+    the URL's scheme, ``nats``), retries with back-off while the receiver
+    is down (reported once per outage on stderr, counted in
+    :func:`export_stats`) and never slows or fails a logged call. What it
+    has not shipped at exit stays in ``dir`` for the next exporter (the
+    next run, or an ``agent-audit ship`` sidecar); :func:`shutdown` ships
+    the tail within its timeout. Collect centrally with ``python -m
+    agent_audit collect --from nats://... --to CENTRAL --trust PUB.pem``.
+    A malformed or unsupported URL raises ``ConfigError``.
     """
     limits = {k: int(options.pop(k)) for k in _LIMIT_OPTIONS if k in options}
     opts: dict[str, Any] = {"dir": os.fspath(dir), "capture": capture}
@@ -95,6 +112,8 @@ def init(
         ("tenant_id", tenant_id),
         ("agent_id", agent_id),
         ("retention_class", retention_class),
+        ("export", export),
+        ("export_name", export_name),
     ):
         if value is not None:
             opts[name] = value
@@ -118,6 +137,7 @@ def init(
         log = AuditLog(opts, **limits)
         install_alert_handler(log)
         old, STATE.log = STATE.log, log
+        STATE.closed_log = None
         STATE.options = opts
         STATE.limits = limits
         STATE.exit_timeout = float(exit_timeout)
@@ -147,9 +167,15 @@ def flush(timeout: float = 5.0) -> bool:
 def shutdown(timeout: float = 5.0) -> bool:
     """Writes what is queued, closes the stream (``stream_end`` and a final
     signed checkpoint) and stops the writer. Later events are not
-    recorded. False if it did not finish within ``timeout`` seconds."""
+    recorded. False if it did not finish within ``timeout`` seconds.
+    With ``init(export=...)``, the exporter then ships what is left within
+    the rest of ``timeout`` (half a second at most while its export
+    attempts are failing) and stops; :func:`export_stats` tells how that
+    went. The result only says whether the stream closed in time."""
     with _lock:
         log, STATE.log = STATE.log, None
+        if log is not None:
+            STATE.closed_log = log
     if log is None:
         return True
     return log.shutdown(timeout)
@@ -162,6 +188,18 @@ def stats() -> dict[str, int]:
     out = dict(log.stats()) if log is not None else {}
     out["not_logged"] = STATE.not_logged
     return out
+
+
+def export_stats() -> Optional[dict[str, Any]]:
+    """How the exporter started by ``init(export=...)`` is doing, or None
+    without one: ``exporter`` (its name), ``state`` (starting | standby |
+    shipping | draining | stopped), ``shipped`` (records the receiver
+    acknowledged), ``batches``, ``failures``, ``consecutive_failures``
+    (non-zero while the receiver is unreachable), ``last_error`` and
+    ``caught_up`` (whether the drain at shutdown shipped everything).
+    After :func:`shutdown`, the final stats of the log it closed."""
+    log = STATE.log if STATE.log is not None else STATE.closed_log
+    return log.export_stats() if log is not None else None
 
 
 def _at_exit() -> None:
@@ -224,6 +262,9 @@ def _after_fork_in_child() -> None:
     # stream of our own with the same options.
     STATE.pid = os.getpid()
     _native.reseed_after_fork()
+    closed, STATE.closed_log = STATE.closed_log, None
+    if closed is not None:
+        closed.abandon()
     old = STATE.log
     if old is None:
         return

@@ -10,6 +10,11 @@
 //! the same stream. Blocking work (flush, shutdown, verify, reading
 //! traces) runs on libuv's pool as an [`AsyncTask`]; `emit` only copies and
 //! `try_send`s. The TypeScript API over this module is in `node/src`.
+//!
+//! With the `export` option, `openLog` also starts an exporter
+//! (`agent-audit-ship`'s background thread) on the log directory; it is
+//! kept with the writer in the registry (one per log), and shutting the
+//! writer down drains it, bounded by the same timeout.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -24,8 +29,8 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use agent_audit::ingest::event_from_map;
 use agent_audit::keys::PublicKey;
@@ -33,6 +38,8 @@ use agent_audit::options::LogOptions;
 use agent_audit::trace::{TraceFilter, list_traces, show_trace};
 use agent_audit::verify::{VerifyOptions, verify_log};
 use agent_audit::{AuditError, AuditLog, ErrorKind, SpanId, Timestamp, TraceId};
+use agent_audit_ship::background::{ExportTarget, ExporterHandle, ExporterState, spawn_exporter};
+use agent_audit_ship::{ExporterConfig, ShipOptions};
 use napi::bindgen_prelude::{
     AsyncTask, Env, External, FromNapiRef, ToNapiValue, TypeName, Unknown, ValueType,
 };
@@ -55,8 +62,49 @@ const DEFAULT_TIMEOUT_MS: f64 = 5000.0;
 
 /// Open writers of this process by absolute log directory, shared by the
 /// main thread and every worker thread.
-static LOGS: LazyLock<Mutex<HashMap<PathBuf, AuditLog>>> =
+static LOGS: LazyLock<Mutex<HashMap<PathBuf, Entry>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// A writer in the registry, with the exporter `export` started for it.
+#[derive(Clone)]
+struct Entry {
+    log: AuditLog,
+    exporter: Option<Arc<ExporterHandle>>,
+}
+
+/// How long a shutdown waits for the exporter's drain when the receiver
+/// is known to be unreachable (its last attempts failed): what is left
+/// stays in the log directory with the cursor, for the next exporter.
+const UNREACHABLE_DRAIN: Duration = Duration::from_millis(500);
+
+/// Closes a writer and then drains its exporter within what is left of
+/// `t` (or [`UNREACHABLE_DRAIN`] while the receiver is down). Returns
+/// whether the writer closed in time; how the export went is in
+/// `exportStats()`.
+fn close(log: &AuditLog, exporter: Option<&ExporterHandle>, key: &PathBuf, t: Duration) -> bool {
+    let start = Instant::now();
+    let ok = log.shutdown(t);
+    forget(log, key);
+    if let Some(h) = exporter {
+        // Bounded so that adding it to `Instant::now()` cannot overflow.
+        let left = t
+            .saturating_sub(start.elapsed())
+            .min(Duration::from_secs(86_400));
+        let deadline = Instant::now() + left;
+        // A drain asked for while the exporter is still starting (building
+        // its client, taking the directory's lock) ends it without
+        // shipping: let it start first, within the same bound.
+        while h.stats().state == ExporterState::Starting && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut left = deadline.saturating_duration_since(Instant::now());
+        if h.stats().consecutive_failures > 0 {
+            left = left.min(UNREACHABLE_DRAIN);
+        }
+        h.drain(left);
+    }
+    ok
+}
 
 fn timeout(ms: Option<f64>) -> Duration {
     let ms = ms.unwrap_or(DEFAULT_TIMEOUT_MS);
@@ -75,7 +123,7 @@ fn forget(log: &AuditLog, key: &PathBuf) {
     if let Ok(mut logs) = LOGS.lock()
         && logs
             .get(key)
-            .is_some_and(|l| l.stream_id() == log.stream_id())
+            .is_some_and(|e| e.log.stream_id() == log.stream_id())
     {
         logs.remove(key);
     }
@@ -119,10 +167,35 @@ pub struct LogStats {
     pub checkpoints: f64,
 }
 
+/// How the exporter started with `export` is doing (counts are numbers:
+/// they stay far below 2^53).
+#[napi(object)]
+pub struct ExportStats {
+    /// The exporter's name (its cursor is `LOG/.ship-cursor.<name>.json`).
+    pub exporter: String,
+    /// `starting` | `standby` (another process ships this directory) |
+    /// `shipping` | `draining` | `stopped`.
+    pub state: String,
+    /// Records the receiver acknowledged.
+    pub shipped: f64,
+    /// Batches fully acknowledged.
+    pub batches: f64,
+    /// Failed export attempts, each retried with back-off.
+    pub failures: f64,
+    /// Failed attempts since the last success: non-zero while the
+    /// receiver is unreachable.
+    pub consecutive_failures: f64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// Whether the drain at shutdown shipped everything.
+    pub caught_up: bool,
+}
+
 /// A handle to this process's writer for one log directory.
 #[napi]
 pub struct NativeLog {
     pub(crate) log: AuditLog,
+    exporter: Option<Arc<ExporterHandle>>,
     key: PathBuf,
     reused: bool,
 }
@@ -239,22 +312,50 @@ impl NativeLog {
     /// Drains the queue, closes the stream (`stream_end`, final
     /// checkpoint) and stops the writer, off the event loop. Resolves to
     /// false if it did not finish within `timeoutMs`. Idempotent.
+    /// With an exporter, it then ships what is left within the rest of
+    /// `timeoutMs` (at most 500 ms while its export attempts are failing)
+    /// and stops it: see `exportStats()`.
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn shutdown(&self, timeout_ms: Option<f64>) -> AsyncTask<ShutdownTask> {
         AsyncTask::new(ShutdownTask {
             log: self.log.clone(),
+            exporter: self.exporter.clone(),
             key: self.key.clone(),
             timeout: timeout(timeout_ms),
         })
     }
 
     /// `shutdown` on the calling thread: the last drain on process exit,
-    /// bounded by `timeoutMs`.
+    /// bounded by `timeoutMs` (the exporter's drain included).
     #[napi]
     pub fn shutdown_sync(&self, timeout_ms: Option<f64>) -> bool {
-        let ok = self.log.shutdown(timeout(timeout_ms));
-        forget(&self.log, &self.key);
-        ok
+        close(
+            &self.log,
+            self.exporter.as_deref(),
+            &self.key,
+            timeout(timeout_ms),
+        )
+    }
+
+    /// How the exporter `export` started is doing (also after shutdown),
+    /// or null without one.
+    #[napi]
+    pub fn export_stats(&self) -> Option<ExportStats> {
+        let s = self.exporter.as_ref()?.stats();
+        let state = serde_json::to_value(s.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{:?}", s.state).to_lowercase());
+        Some(ExportStats {
+            exporter: s.exporter,
+            state,
+            shipped: s.shipped as f64,
+            batches: s.batches as f64,
+            failures: s.failures as f64,
+            consecutive_failures: s.consecutive_failures as f64,
+            last_error: s.last_error,
+            caught_up: s.caught_up,
+        })
     }
 
     /// Current counters, read without stopping the writer.
@@ -273,16 +374,34 @@ impl NativeLog {
     }
 }
 
+/// The exporter an `export` URL (and `exportName`) describe.
+fn export_config(url: &str, name: Option<String>) -> Result<ExporterConfig, String> {
+    let config = ExporterConfig::from_url(url).map_err(|e| format!("export: {e}"))?;
+    match name {
+        Some(n) if n.is_empty() => Err("exportName is empty".into()),
+        Some(n) => Ok(config.with_name(n)),
+        None => Ok(config),
+    }
+}
+
 /// Opens this process's writer for `options.dir` (camelCase or snake_case
 /// option names, as `LogOptions` reads them), or joins the one already
-/// open for that directory in this process. Throws `ERR_AUDIT_CONFIG`,
-/// `ERR_AUDIT_KEY` or `ERR_AUDIT_IO`.
+/// open for that directory in this process. With `export` (an exporter
+/// URL, `nats://HOST:PORT`), a new writer gets an exporter thread that
+/// ships the log directory (`exportName` names its cursor). Throws
+/// `ERR_AUDIT_CONFIG`, `ERR_AUDIT_KEY` or `ERR_AUDIT_IO`.
 #[napi]
 pub fn open_log(env: &Env, options: Unknown<'_>) -> napi::Result<NativeLog> {
     let value = to_json(env, options)?;
-    let config = LogOptions::from_value(value)
-        .and_then(LogOptions::into_config)
-        .map_err(|e| audit_to_js(env, &e))?;
+    let mut options = LogOptions::from_value(value).map_err(|e| audit_to_js(env, &e))?;
+    let export = match options.export.take() {
+        Some(url) => Some(
+            export_config(&url, options.export_name.take())
+                .map_err(|m| to_js(env, "ERR_AUDIT_CONFIG", &m))?,
+        ),
+        None => None,
+    };
+    let config = options.into_config().map_err(|e| audit_to_js(env, &e))?;
     let key = registry_key(&config.dir);
     let mut logs = LOGS.lock().map_err(|_| {
         to_js(
@@ -291,17 +410,46 @@ pub fn open_log(env: &Env, options: Unknown<'_>) -> napi::Result<NativeLog> {
             "the writer registry is unusable (a thread panicked)",
         )
     })?;
-    if let Some(log) = logs.get(&key).filter(|l| !l.is_closed()) {
+    if let Some(entry) = logs.get(&key).filter(|e| !e.log.is_closed()) {
         return Ok(NativeLog {
-            log: log.clone(),
+            log: entry.log.clone(),
+            exporter: entry.exporter.clone(),
             key,
             reused: true,
         });
     }
+    let log_dir = config.dir.clone();
     let log = AuditLog::open(config).map_err(|e| audit_to_js(env, &e))?;
-    logs.insert(key.clone(), log.clone());
+    let exporter = match export {
+        None => None,
+        // Failures after this (receiver down ...) are retried on the
+        // exporter's thread, reported once per outage on stderr and
+        // counted in `exportStats()`; only a thread that cannot start
+        // fails here.
+        Some(target) => {
+            match spawn_exporter(log_dir, ExportTarget::from(target), ShipOptions::default()) {
+                Ok(h) => Some(Arc::new(h)),
+                Err(e) => {
+                    log.shutdown(Duration::from_secs(1));
+                    return Err(to_js(
+                        env,
+                        "ERR_AUDIT_IO",
+                        &format!("cannot start the exporter: {e}"),
+                    ));
+                }
+            }
+        }
+    };
+    logs.insert(
+        key.clone(),
+        Entry {
+            log: log.clone(),
+            exporter: exporter.clone(),
+        },
+    );
     Ok(NativeLog {
         log,
+        exporter,
         key,
         reused: false,
     })
@@ -313,9 +461,10 @@ pub fn attach_log(dir: String) -> Option<NativeLog> {
     let key = registry_key(std::path::Path::new(&dir));
     let logs = LOGS.lock().ok()?;
     logs.get(&key)
-        .filter(|l| !l.is_closed())
-        .map(|log| NativeLog {
-            log: log.clone(),
+        .filter(|e| !e.log.is_closed())
+        .map(|e| NativeLog {
+            log: e.log.clone(),
+            exporter: e.exporter.clone(),
             key,
             reused: true,
         })
@@ -453,6 +602,7 @@ impl Task for FlushTask {
 /// `shutdown` off the event loop.
 pub struct ShutdownTask {
     log: AuditLog,
+    exporter: Option<Arc<ExporterHandle>>,
     key: PathBuf,
     timeout: Duration,
 }
@@ -462,9 +612,12 @@ impl Task for ShutdownTask {
     type JsValue = bool;
 
     fn compute(&mut self) -> napi::Result<bool> {
-        let ok = self.log.shutdown(self.timeout);
-        forget(&self.log, &self.key);
-        Ok(ok)
+        Ok(close(
+            &self.log,
+            self.exporter.as_deref(),
+            &self.key,
+            self.timeout,
+        ))
     }
 
     fn resolve(&mut self, _env: Env, output: bool) -> napi::Result<bool> {

@@ -4,9 +4,9 @@
 //! queue happens on the core's writer thread.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use agent_audit::ingest::event_from_map;
 use agent_audit::options::LogOptions;
@@ -16,13 +16,15 @@ use agent_audit::{
     AuditLog, Body, CaptureMode, Event, Overflow, PayloadPart, Principal, SpanId, Timestamp,
     TraceId,
 };
+use agent_audit_ship::background::{ExportTarget, ExporterHandle, ExporterState, spawn_exporter};
+use agent_audit_ship::{ExporterConfig, ShipOptions};
 use pyo3::exceptions::{PyBaseException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use serde_json::{Map, Value};
 
 use crate::convert::{Converter, Limits, lossy_string, qualified_name, to_py, to_value};
-use crate::error::{ConfigError, IntoPyResult, InvalidEventError};
+use crate::error::{AuditIOError, ConfigError, IntoPyResult, InvalidEventError};
 
 /// The trace and span an event belongs to, and who the agent acts for.
 /// Immutable: a child step gets a new context ([`PySpanContext::child`]).
@@ -157,6 +159,45 @@ pub struct PyAuditLog {
     // Set in a forked child: the parent's writer thread does not exist here.
     abandoned: AtomicBool,
     limits: Limits,
+    // The exporter `export=` started next to the writer (agent-audit-ship's
+    // background thread), kept after shutdown for its last stats.
+    exporter: Mutex<Option<Arc<ExporterHandle>>>,
+}
+
+/// How long a shutdown waits for the exporter's drain when the receiver
+/// is known to be unreachable (its last attempts failed): what is left
+/// stays in the log directory with the cursor, for the next exporter.
+const UNREACHABLE_DRAIN: Duration = Duration::from_millis(500);
+
+/// Ships what the log holds after its shutdown, for at most `left` (or
+/// [`UNREACHABLE_DRAIN`] while the receiver is down), and stops the
+/// exporter; whether it caught up.
+fn drain_exporter(exporter: &ExporterHandle, left: Duration) -> bool {
+    // Bounded so that adding it to `Instant::now()` cannot overflow.
+    let deadline = Instant::now() + left.min(Duration::from_secs(86_400));
+    // A drain asked for while the exporter is still starting (building
+    // its client, taking the directory's lock) ends it without shipping:
+    // let it start first, within the same bound.
+    while exporter.stats().state == ExporterState::Starting && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut left = deadline.saturating_duration_since(Instant::now());
+    if exporter.stats().consecutive_failures > 0 {
+        left = left.min(UNREACHABLE_DRAIN);
+    }
+    exporter.drain(left)
+}
+
+/// The exporter an `export` URL (and `export_name`) describe; a bad URL is
+/// a `ConfigError`, before anything is opened.
+fn export_config(url: &str, name: Option<String>) -> PyResult<ExporterConfig> {
+    let config =
+        ExporterConfig::from_url(url).map_err(|e| ConfigError::new_err(format!("export: {e}")))?;
+    Ok(match name {
+        Some(n) if n.is_empty() => return Err(ConfigError::new_err("export_name is empty")),
+        Some(n) => config.with_name(n),
+        None => config,
+    })
 }
 
 /// The arguments of a call by parameter name: `names` are the positional
@@ -410,11 +451,35 @@ impl PyAuditLog {
         if value.get("$type").is_some() {
             return Err(ConfigError::new_err("options must be a dict"));
         }
-        let config = LogOptions::from_value(value)
-            .and_then(LogOptions::into_config)
-            .py_err()?;
+        let mut options = LogOptions::from_value(value).py_err()?;
+        let export = match options.export.take() {
+            Some(url) => Some(export_config(&url, options.export_name.take())?),
+            None => None,
+        };
+        let config = options.into_config().py_err()?;
         let blocking = matches!(config.overflow, Overflow::Block(_));
+        let log_dir = config.dir.clone();
         let inner = py.detach(|| AuditLog::open(config)).py_err()?;
+        let exporter = match export {
+            None => None,
+            Some(target) => {
+                // Failures after this (receiver down ...) are retried on the
+                // exporter's thread, reported once per outage on stderr and
+                // counted in `export_stats()`; only a thread that cannot
+                // start fails here.
+                let spawned =
+                    spawn_exporter(log_dir, ExportTarget::from(target), ShipOptions::default());
+                match spawned {
+                    Ok(h) => Some(Arc::new(h)),
+                    Err(e) => {
+                        py.detach(|| inner.shutdown(Duration::from_secs(1)));
+                        return Err(AuditIOError::new_err(format!(
+                            "cannot start the exporter: {e}"
+                        )));
+                    }
+                }
+            }
+        };
         Ok(PyAuditLog {
             inner,
             blocking,
@@ -425,6 +490,7 @@ impl PyAuditLog {
                 max_bytes,
                 max_repr: max_repr.max(16),
             },
+            exporter: Mutex::new(exporter),
         })
     }
 
@@ -728,6 +794,10 @@ impl PyAuditLog {
 
     /// Writes what is queued, closes the stream and stops the writer;
     /// False if that did not finish within `timeout` seconds. Idempotent.
+    /// With an exporter, it then ships what is left within the rest of
+    /// `timeout` (at most half a second while its export attempts are
+    /// failing) and stops it; how that went is in `export_stats()`, not
+    /// the result.
     /// Releases the GIL meanwhile.
     #[pyo3(signature = (timeout=5.0))]
     fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
@@ -736,16 +806,47 @@ impl PyAuditLog {
         }
         let t = seconds(timeout)?;
         let log = &self.inner;
-        Ok(py.detach(|| log.shutdown(t)))
+        let exporter = self.exporter_handle();
+        Ok(py.detach(|| {
+            let start = Instant::now();
+            let closed = log.shutdown(t);
+            if let Some(h) = exporter {
+                drain_exporter(&h, t.saturating_sub(start.elapsed()));
+            }
+            closed
+        }))
     }
 
     /// Gives up this handle without touching its writer: for a forked
     /// child, where the parent's writer thread does not exist. The handle
     /// is leaked on purpose so that nothing ever waits for that thread.
+    /// The exporter thread did not come along either: its lock is let go
+    /// of (the parent's exporter ships the child's stream too).
     fn abandon(&self) {
         if !self.abandoned.swap(true, Ordering::AcqRel) {
             std::mem::forget(self.inner.clone());
+            // try_lock: a lock held in the parent at the fork stays held
+            // here; then `Drop` lets go of the exporter instead.
+            if let Ok(slot) = self.exporter.try_lock()
+                && let Some(h) = slot.as_deref()
+            {
+                h.abandon_after_fork();
+            }
         }
+    }
+
+    /// How the exporter started with `export=` is doing: a dict with
+    /// exporter (its name), state (starting | standby | shipping |
+    /// draining | stopped), shipped, batches, failures,
+    /// consecutive_failures, last_error and caught_up (whether the drain
+    /// at shutdown shipped everything). None without an exporter.
+    fn export_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(h) = self.exporter_handle() else {
+            return Ok(None);
+        };
+        let value = serde_json::to_value(h.stats())
+            .map_err(|e| AuditIOError::new_err(format!("cannot read the exporter's stats: {e}")))?;
+        to_py(py, &value).map(Some)
     }
 
     /// Writer counters: written, dropped, queued, queued_bytes,
@@ -799,6 +900,33 @@ impl PyAuditLog {
 
     fn __repr__(&self) -> String {
         format!("AuditLog(stream_id={})", self.inner.stream_id())
+    }
+}
+
+impl PyAuditLog {
+    fn exporter_handle(&self) -> Option<Arc<ExporterHandle>> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.exporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for PyAuditLog {
+    fn drop(&mut self) {
+        // In a forked child, never wait for the exporter thread: it did not
+        // come along (idempotent after `abandon`).
+        if self.abandoned.load(Ordering::Relaxed) {
+            let slot = self.exporter.get_mut().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = slot.as_deref() {
+                h.abandon_after_fork();
+            }
+        }
+        // Otherwise dropping the exporter stops it (bounded, 1 s) when it
+        // still runs: a log that was never shut down.
     }
 }
 

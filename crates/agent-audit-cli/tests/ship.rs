@@ -166,7 +166,7 @@ fn ship_rejects_an_unsupported_url_and_collect_requires_a_trusted_key() {
     let o = bin()
         .arg("ship")
         .arg(tmp.path())
-        .args(["--to", "kafka://127.0.0.1:9092"])
+        .args(["--to", "ftp://127.0.0.1:21"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -210,4 +210,123 @@ fn ship_and_collect_stop_cleanly_on_sigterm() {
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         stats(&out);
     }
+}
+
+/// The attack a writer's own signatures cannot catch: the host's log is
+/// cut back to an earlier checkpoint, and that checkpoint put in
+/// head.json. Every record left is validly signed, so a plain verify sees
+/// only an open stream; verified against the collector's co-signatures of
+/// the checkpoints it accepted, the cut shows.
+#[test]
+fn a_tail_cut_after_shipping_is_caught_by_the_witness_cosignatures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let out = tmp.path().join("central");
+    let (key, public) = key(tmp.path(), "writer");
+    let (witness_key, witness_public) = common::key(tmp.path(), "witness");
+    let nats = NatsServer::start(tmp.path());
+    let url = nats.url();
+
+    let agent = open_log(&log, &key, "acme", "standard_7y", 1 << 20);
+    for i in 0..400 {
+        agent.emit(event(i)).unwrap();
+    }
+    assert!(agent.shutdown(Duration::from_secs(10)));
+    let shipped = spawn_ship(&log, &url, &["--until-idle", "1"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(shipped.status.code(), Some(0), "{shipped:?}");
+    let collected = bin()
+        .args(["collect", "--from", &url, "--to"])
+        .arg(&out)
+        .arg("--trust")
+        .arg(&public)
+        .arg("--witness-key")
+        .arg(&witness_key)
+        .args(["--until-idle", "1.5"])
+        .output()
+        .unwrap();
+    assert_eq!(collected.status.code(), Some(0), "{collected:?}");
+
+    let verify = |extra: &[&std::ffi::OsStr]| {
+        let out = bin()
+            .arg("verify")
+            .arg(&log)
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), stats(&out))
+    };
+    let witness_args = [
+        std::ffi::OsStr::new("--witness"),
+        out.as_os_str(),
+        std::ffi::OsStr::new("--witness-key"),
+        witness_public.as_os_str(),
+    ];
+    // Intact: clean with and without the witness.
+    assert_eq!(verify(&[]).0, Some(0));
+    let (code, report) = verify(&witness_args);
+    assert_eq!(code, Some(0), "{report}");
+
+    // Cut the host's stream back to its third checkpoint and make that
+    // the signed head.
+    let stream = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let lines = stream_lines(&stream);
+    let checkpoints: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| serde_json::from_slice::<Value>(l).unwrap()["kind"] == "checkpoint")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(checkpoints.len() > 4, "{} checkpoints", checkpoints.len());
+    let keep = checkpoints[2] + 1;
+    let mut text = Vec::new();
+    for l in &lines[..keep] {
+        text.extend_from_slice(l);
+        text.push(b'\n');
+    }
+    for seg in std::fs::read_dir(&stream).unwrap() {
+        let p = seg.unwrap().path();
+        if p.file_name().unwrap().to_str().unwrap().starts_with("seg-") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::write(stream.join("seg-000000.jsonl"), &text).unwrap();
+    let mut head = lines[keep - 1].clone();
+    head.push(b'\n');
+    std::fs::write(stream.join("head.json"), head).unwrap();
+
+    // A plain verify cannot tell: an open stream, nothing tampered.
+    let (code, report) = verify(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    // Against the witness: the cut is found.
+    let (code, report) = verify(&witness_args);
+    assert_eq!(code, Some(1), "{report}");
+    let findings = report["findings"].as_array().unwrap();
+    let cut = findings
+        .iter()
+        .find(|f| f["code"] == "cut_tail")
+        .unwrap_or_else(|| panic!("no cut_tail in {report}"));
+    assert!(
+        cut["message"].as_str().unwrap().contains("witness"),
+        "{cut}"
+    );
+
+    // A forged witness file (another key) is refused, not trusted.
+    let (_, other_public) = common::key(tmp.path(), "other");
+    let forged = bin()
+        .arg("verify")
+        .arg(&log)
+        .arg("--witness")
+        .arg(&out)
+        .arg("--witness-key")
+        .arg(&other_public)
+        .output()
+        .unwrap();
+    assert_eq!(forged.status.code(), Some(2), "{forged:?}");
 }

@@ -88,6 +88,92 @@ pub fn record_info(line: &[u8]) -> Option<RecordInfo> {
     })
 }
 
+/// The top-level `seq` and `kind` of a record line, found by one byte
+/// scan that only tracks strings and nesting (nothing is parsed into
+/// values): what the tailer needs of every line once a stream's tenant
+/// is known, at a fraction of [`record_info`]'s cost. `None` when the line
+/// is not an object holding both, well-typed; the caller then falls back
+/// to [`record_info`].
+pub fn seq_and_kind(line: &[u8]) -> Option<(u64, &str)> {
+    let mut i = 0usize;
+    let mut depth = 0usize;
+    let mut expect_key = false;
+    let (mut seq, mut kind) = (None, None);
+    while let Some(&b) = line.get(i) {
+        match b {
+            b'"' => {
+                let end = string_end(line, i + 1)?;
+                if depth == 1 && expect_key {
+                    let key = line.get(i + 1..end)?;
+                    let mut j = end + 1;
+                    while line.get(j).is_some_and(u8::is_ascii_whitespace) {
+                        j += 1;
+                    }
+                    if line.get(j) != Some(&b':') {
+                        return None;
+                    }
+                    j += 1;
+                    while line.get(j).is_some_and(u8::is_ascii_whitespace) {
+                        j += 1;
+                    }
+                    match key {
+                        b"seq" => {
+                            let digits = line
+                                .get(j..)?
+                                .iter()
+                                .take_while(|c| c.is_ascii_digit())
+                                .count();
+                            let text = std::str::from_utf8(line.get(j..j + digits)?).ok()?;
+                            seq = Some(text.parse::<u64>().ok()?);
+                        }
+                        b"kind" => {
+                            if line.get(j) != Some(&b'"') {
+                                return None;
+                            }
+                            let kend = string_end(line, j + 1)?;
+                            let raw = line.get(j + 1..kend)?;
+                            if raw.contains(&b'\\') {
+                                return None;
+                            }
+                            kind = Some(std::str::from_utf8(raw).ok()?);
+                        }
+                        _ => {}
+                    }
+                    if let (Some(s), Some(k)) = (seq, kind) {
+                        return Some((s, k));
+                    }
+                    expect_key = false;
+                    i = j;
+                    continue;
+                }
+                i = end + 1;
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = b == b'{' && depth == 1;
+            }
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' => expect_key = depth == 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the quote closing the string whose content starts at `from`.
+fn string_end(line: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let rest = line.get(from..)?;
+        let k = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+        if rest.get(k) == Some(&b'"') {
+            return Some(from + k);
+        }
+        from += k + 2;
+    }
+}
+
 /// A tenant id, retention class or stream id as one safe path component
 /// and NATS subject token: ASCII letters, digits, `_` and `-` are kept,
 /// every other byte becomes `~XX` (hex); empty becomes `_unknown`;
@@ -164,5 +250,37 @@ mod tests {
             })
         );
         assert!(record_info(b"{not json").is_none());
+    }
+
+    #[test]
+    fn the_fast_scan_agrees_with_the_parser() {
+        let lines: [&[u8]; 6] = [
+            br#"{"kind":"tool_call","metadata":{"seq":99,"kind":"x"},"s":"a\"seq\":5,","seq":7,"v":1}"#,
+            br#"{"args":[{"seq":1}],"kind":"checkpoint","seq":12345678901}"#,
+            br#"{ "seq" : 3 , "kind" : "decision" }"#,
+            br#"{"kind":"a\"b","seq":1}"#,
+            br#"{"seq":"12","kind":"decision"}"#,
+            br#"{"metadata":{"seq":1,"kind":"x"}}"#,
+        ];
+        let expect = [
+            Some((7, "tool_call")),
+            Some((12345678901, "checkpoint")),
+            Some((3, "decision")),
+            None,
+            None,
+            None,
+        ];
+        for (line, want) in lines.iter().zip(expect) {
+            assert_eq!(
+                seq_and_kind(line),
+                want,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+            if let Some((s, k)) = want {
+                let info = record_info(line).unwrap();
+                assert_eq!((info.seq, info.kind.as_deref()), (Some(s), Some(k)));
+            }
+        }
     }
 }

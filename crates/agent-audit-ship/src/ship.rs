@@ -127,7 +127,7 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
 
 /// Sleeps up to `d`, waking early once `stop` is set.
 pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + d;
+    let until = agent_audit::writer::deadline_after(d);
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         if now >= until {

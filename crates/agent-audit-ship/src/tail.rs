@@ -16,7 +16,7 @@ use agent_audit::writer::segment_file_name;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::exporter::Outgoing;
-use crate::record::{UNKNOWN, record_info};
+use crate::record::{RecordInfo, UNKNOWN, record_info, seq_and_kind};
 
 /// How much one batch may hold: the in-flight window.
 #[derive(Clone, Copy, Debug)]
@@ -184,8 +184,23 @@ impl Tailer {
         if lines.is_empty() {
             return Ok(());
         }
-        let infos: Vec<_> = lines.iter().map(|l| record_info(&l.bytes)).collect();
-        let tenant = match cur.tenant.clone().or_else(|| self.tenants.get(id).cloned()) {
+        let known = cur.tenant.clone().or_else(|| self.tenants.get(id).cloned());
+        // Once the tenant is known only seq and kind are needed: a byte
+        // scan finds them; the full parse is for the first lines (and for
+        // any line the scan does not understand).
+        let infos: Vec<_> = lines
+            .iter()
+            .map(|l| match (&known, seq_and_kind(&l.bytes)) {
+                (Some(_), Some((seq, kind))) => Some(RecordInfo {
+                    stream_id: None,
+                    seq: Some(seq),
+                    kind: matches!(kind, "stream_end" | "checkpoint").then(|| kind.to_string()),
+                    partition: None,
+                }),
+                _ => record_info(&l.bytes),
+            })
+            .collect();
+        let tenant = match known {
             Some(t) => t,
             None => {
                 let mut decided = None;

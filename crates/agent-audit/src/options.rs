@@ -115,6 +115,17 @@ pub struct LogOptions {
     /// Policy given as TOML text instead of a file.
     #[serde(default, alias = "policyToml")]
     pub policy_toml: Option<String>,
+    /// Exporter URL (`nats://HOST:PORT` ...): ship the log off the machine
+    /// from a background thread of the agent's process. Read by the
+    /// language bindings, which start the exporter (`agent-audit-ship`)
+    /// next to the writer; [`LogOptions::into_config`] ignores it.
+    #[serde(default)]
+    pub export: Option<String>,
+    /// The exporter's name, which names its cursor
+    /// (`LOG/.ship-cursor.<name>.json`; default from the URL's scheme,
+    /// e.g. `nats`). Read by the bindings, ignored by `into_config`.
+    #[serde(default, alias = "exportName")]
+    pub export_name: Option<String>,
 }
 
 impl LogOptions {
@@ -124,7 +135,8 @@ impl LogOptions {
         serde_json::from_value(v).map_err(|e| AuditError::config(format!("invalid option: {e}")))
     }
 
-    /// The writer configuration these options describe.
+    /// The writer configuration these options describe. `export` and
+    /// `export_name` are not part of it: the bindings start the exporter.
     pub fn into_config(self) -> Result<LogConfig> {
         if self.dir.as_os_str().is_empty() {
             return Err(AuditError::config("dir must not be empty"));
@@ -264,5 +276,21 @@ mod tests {
             let e = r.unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn export_options_are_read_and_left_to_the_bindings() {
+        let o = LogOptions::from_value(
+            json!({"dir": "/tmp/x", "export": "nats://127.0.0.1:4222", "exportName": "central"}),
+        )
+        .unwrap();
+        assert_eq!(o.export.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(o.export_name.as_deref(), Some("central"));
+        assert!(o.into_config().is_ok());
+        let o = LogOptions::from_value(json!({"dir": "/tmp/x", "export_name": "n"})).unwrap();
+        assert_eq!(o.export_name.as_deref(), Some("n"));
+        assert!(
+            LogOptions::from_value(json!({"dir": "/tmp/x", "exporter": "nats://h:1"})).is_err()
+        );
     }
 }

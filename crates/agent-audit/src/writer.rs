@@ -36,6 +36,15 @@ pub fn segment_file_name(index: u32) -> String {
     format!("seg-{index:06}.jsonl")
 }
 
+/// `now + timeout`, saturating instead of panicking for a huge timeout
+/// (a caller's "wait forever" such as `Duration::MAX`).
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// File holding a stream's latest checkpoint record, replaced atomically.
 pub const HEAD_FILE: &str = "head.json";
 
@@ -499,7 +508,7 @@ impl AuditLog {
         let Overflow::Block(timeout) = self.shared.overflow else {
             return false;
         };
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         while Instant::now() < deadline {
             if self.shared.closed.load(Ordering::Acquire) {
                 return false;
@@ -524,7 +533,7 @@ impl AuditLog {
         if self.shared.closed.load(Ordering::Acquire) {
             return true;
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let (ack_tx, ack_rx) = bounded(1);
         if self
             .shared
@@ -552,7 +561,7 @@ impl AuditLog {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return true;
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let (ack_tx, ack_rx) = bounded(1);
         if self
             .shared
@@ -1047,5 +1056,18 @@ impl Writer {
             ));
         }
         self.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_timeout_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        assert!(deadline_after(Duration::MAX) > now + Duration::from_secs(3600));
+        let d = deadline_after(Duration::from_millis(5));
+        assert!(d >= now + Duration::from_millis(5) && d < now + Duration::from_secs(5));
     }
 }
