@@ -139,7 +139,7 @@ fn kafka_config(url: &str, args: &KafkaArgs) -> Result<agent_audit_ship::KafkaCo
 #[cfg(not(feature = "kafka"))]
 fn kafka_unavailable(url: &str) -> AuditError {
     usage(format!(
-        "{url}: this agent-audit was built without Kafka (cargo feature `kafka`, needs librdkafka)"
+        "{url}: this agent-audit was built without Kafka support (cargo feature `kafka`)"
     ))
 }
 
@@ -168,7 +168,7 @@ fn secs(s: f64, what: &str) -> Result<Duration, AuditError> {
 fn nats_config(url: &str, args: &NatsArgs) -> Result<NatsConfig, AuditError> {
     if !url.starts_with("nats://") {
         return Err(usage(format!(
-            "unsupported URL {url}: expected nats://HOST:PORT (or, for ship, http(s)://HOST:PORT for OTLP)"
+            "unsupported URL {url}: expected nats://HOST:PORT, kafka://HOST:PORT (or, for ship, http(s)://HOST:PORT for OTLP)"
         )));
     }
     let mut cfg = NatsConfig::new(url);
