@@ -38,7 +38,7 @@ use agent_audit::options::LogOptions;
 use agent_audit::trace::{TraceFilter, list_traces, show_trace};
 use agent_audit::verify::{VerifyOptions, verify_log};
 use agent_audit::{AuditError, AuditLog, ErrorKind, SpanId, Timestamp, TraceId};
-use agent_audit_ship::background::{ExportTarget, ExporterHandle, ExporterState, spawn_exporter};
+use agent_audit_ship::background::{ExportTarget, ExporterHandle, spawn_exporter};
 use agent_audit_ship::{ExporterConfig, ShipOptions};
 use napi::bindgen_prelude::{
     AsyncTask, Env, External, FromNapiRef, ToNapiValue, TypeName, Unknown, ValueType,
@@ -72,13 +72,8 @@ struct Entry {
     exporter: Option<Arc<ExporterHandle>>,
 }
 
-/// How long a shutdown waits for the exporter's drain when the receiver
-/// is known to be unreachable (its last attempts failed): what is left
-/// stays in the log directory with the cursor, for the next exporter.
-const UNREACHABLE_DRAIN: Duration = Duration::from_millis(500);
-
 /// Closes a writer and then drains its exporter within what is left of
-/// `t` (or [`UNREACHABLE_DRAIN`] while the receiver is down). Returns
+/// `t` (at most half a second while the receiver is down). Returns
 /// whether the writer closed in time; how the export went is in
 /// `exportStats()`.
 fn close(log: &AuditLog, exporter: Option<&ExporterHandle>, key: &PathBuf, t: Duration) -> bool {
@@ -86,22 +81,7 @@ fn close(log: &AuditLog, exporter: Option<&ExporterHandle>, key: &PathBuf, t: Du
     let ok = log.shutdown(t);
     forget(log, key);
     if let Some(h) = exporter {
-        // Bounded so that adding it to `Instant::now()` cannot overflow.
-        let left = t
-            .saturating_sub(start.elapsed())
-            .min(Duration::from_secs(86_400));
-        let deadline = Instant::now() + left;
-        // A drain asked for while the exporter is still starting (building
-        // its client, taking the directory's lock) ends it without
-        // shipping: let it start first, within the same bound.
-        while h.stats().state == ExporterState::Starting && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut left = deadline.saturating_duration_since(Instant::now());
-        if h.stats().consecutive_failures > 0 {
-            left = left.min(UNREACHABLE_DRAIN);
-        }
-        h.drain(left);
+        h.drain_at_shutdown(t.saturating_sub(start.elapsed()));
     }
     ok
 }
@@ -376,12 +356,7 @@ impl NativeLog {
 
 /// The exporter an `export` URL (and `exportName`) describe.
 fn export_config(url: &str, name: Option<String>) -> Result<ExporterConfig, String> {
-    let config = ExporterConfig::from_url(url).map_err(|e| format!("export: {e}"))?;
-    match name {
-        Some(n) if n.is_empty() => Err("exportName is empty".into()),
-        Some(n) => Ok(config.with_name(n)),
-        None => Ok(config),
-    }
+    ExporterConfig::from_url_named(url, name).map_err(|e| format!("export: {e}"))
 }
 
 /// Opens this process's writer for `options.dir` (camelCase or snake_case

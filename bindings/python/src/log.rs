@@ -16,7 +16,7 @@ use agent_audit::{
     AuditLog, Body, CaptureMode, Event, Overflow, PayloadPart, Principal, SpanId, Timestamp,
     TraceId,
 };
-use agent_audit_ship::background::{ExportTarget, ExporterHandle, ExporterState, spawn_exporter};
+use agent_audit_ship::background::{ExportTarget, ExporterHandle, spawn_exporter};
 use agent_audit_ship::{ExporterConfig, ShipOptions};
 use pyo3::exceptions::{PyBaseException, PyValueError};
 use pyo3::prelude::*;
@@ -164,40 +164,11 @@ pub struct PyAuditLog {
     exporter: Mutex<Option<Arc<ExporterHandle>>>,
 }
 
-/// How long a shutdown waits for the exporter's drain when the receiver
-/// is known to be unreachable (its last attempts failed): what is left
-/// stays in the log directory with the cursor, for the next exporter.
-const UNREACHABLE_DRAIN: Duration = Duration::from_millis(500);
-
-/// Ships what the log holds after its shutdown, for at most `left` (or
-/// [`UNREACHABLE_DRAIN`] while the receiver is down), and stops the
-/// exporter; whether it caught up.
-fn drain_exporter(exporter: &ExporterHandle, left: Duration) -> bool {
-    // Bounded so that adding it to `Instant::now()` cannot overflow.
-    let deadline = Instant::now() + left.min(Duration::from_secs(86_400));
-    // A drain asked for while the exporter is still starting (building
-    // its client, taking the directory's lock) ends it without shipping:
-    // let it start first, within the same bound.
-    while exporter.stats().state == ExporterState::Starting && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut left = deadline.saturating_duration_since(Instant::now());
-    if exporter.stats().consecutive_failures > 0 {
-        left = left.min(UNREACHABLE_DRAIN);
-    }
-    exporter.drain(left)
-}
-
 /// The exporter an `export` URL (and `export_name`) describe; a bad URL is
 /// a `ConfigError`, before anything is opened.
 fn export_config(url: &str, name: Option<String>) -> PyResult<ExporterConfig> {
-    let config =
-        ExporterConfig::from_url(url).map_err(|e| ConfigError::new_err(format!("export: {e}")))?;
-    Ok(match name {
-        Some(n) if n.is_empty() => return Err(ConfigError::new_err("export_name is empty")),
-        Some(n) => config.with_name(n),
-        None => config,
-    })
+    ExporterConfig::from_url_named(url, name)
+        .map_err(|e| ConfigError::new_err(format!("export: {e}")))
 }
 
 /// The arguments of a call by parameter name: `names` are the positional
@@ -811,7 +782,7 @@ impl PyAuditLog {
             let start = Instant::now();
             let closed = log.shutdown(t);
             if let Some(h) = exporter {
-                drain_exporter(&h, t.saturating_sub(start.elapsed()));
+                h.drain_at_shutdown(t.saturating_sub(start.elapsed()));
             }
             closed
         }))

@@ -56,6 +56,10 @@ pub const THREAD_NAME: &str = "agent-audit-export";
 /// the exporter starts (the NATS client's runtime) inherit it.
 pub const NICE_INCREMENT: i32 = 10;
 
+/// How long a shutdown's drain waits while the receiver is known to be
+/// unreachable (see [`ExporterHandle::drain_at_shutdown`]).
+pub const UNREACHABLE_DRAIN: Duration = Duration::from_millis(500);
+
 /// How long dropping an [`ExporterHandle`] waits for its thread.
 pub const DROP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -105,6 +109,18 @@ impl ExporterConfig {
         match self {
             ExporterConfig::Nats(c) => &c.name,
             ExporterConfig::Otlp(c) => &c.name,
+        }
+    }
+
+    /// [`ExporterConfig::from_url`], renamed when `name` is given (the
+    /// `export` / `export_name` options of the bindings' `init`); an empty
+    /// name is an error.
+    pub fn from_url_named(url: &str, name: Option<String>) -> Result<ExporterConfig> {
+        let config = ExporterConfig::from_url(url)?;
+        match name {
+            Some(n) if n.is_empty() => Err(Error::new("the exporter's name is empty")),
+            Some(n) => Ok(config.with_name(n)),
+            None => Ok(config),
         }
     }
 
@@ -380,6 +396,22 @@ impl ExporterHandle {
         self.shared.hard_stop.store(true, Ordering::Release);
         self.shared.interrupt.store(true, Ordering::Release);
         self.finish(deadline)
+    }
+
+    /// The drain at an agent's shutdown, after the log's own: [`drain`]
+    /// within `left`, but at most [`UNREACHABLE_DRAIN`] while the
+    /// receiver is known to be down (its last attempts failed): what is
+    /// left stays in the log directory with the cursor, for the next
+    /// exporter. The language bindings call this.
+    ///
+    /// [`drain`]: ExporterHandle::drain
+    pub fn drain_at_shutdown(&self, left: Duration) -> bool {
+        let left = if self.stats().consecutive_failures > 0 {
+            left.min(UNREACHABLE_DRAIN)
+        } else {
+            left
+        };
+        self.drain(left)
     }
 
     /// Ships what the log holds now (call it after the log's own
