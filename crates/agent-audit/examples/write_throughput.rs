@@ -9,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use agent_audit::record::{Body, Outcome, ResultStatus, ToolCall, ToolInfo};
-use agent_audit::{AuditLog, Event, LogConfig, Overflow, PayloadPart, SpanId, TraceId};
-use serde_json::json;
+use agent_audit::{AuditLog, Event, LogConfig, Overflow, SpanId, TraceId};
+
+#[path = "shared/typical.rs"]
+mod typical;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -26,16 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let trace = TraceId::random();
     let parent = SpanId::random();
     let events: Vec<Event> = (0..n)
-        .map(|i| {
-            Event::new(Body::ToolCall(ToolCall {
-                tool: ToolInfo { name: "crm.update_customer".into(), version: Some("2.3.1".into()), ..Default::default() },
-                outcome: Outcome { result_status: Some(ResultStatus::Ok), duration_ms: Some(12.5), error_type: None },
-                ..Default::default()
-            }))
-            .in_trace(trace, SpanId::random(), Some(parent))
-            .with_part(PayloadPart::Args, json!({"customer_id": format!("cus_{i:08}"), "email": "jane.doe@example.com", "sql": "UPDATE customers SET tier = ? WHERE id = ?", "tier": "gold", "notify": true}))
-            .with_part(PayloadPart::Result, json!({"status": "updated", "rows_affected": 1, "ticket": format!("TCK-{i:06}")}))
-        })
+        .map(|i| typical::tool_event(i, trace, parent))
         .collect();
     let log = AuditLog::open(config)?;
     let cpu0 = process_cpu_secs();

@@ -352,28 +352,38 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
 /// `2 * out.len()` hex digits. A table lookup per digit: the verifier
 /// decodes several hashes per record.
 pub fn decode_hex(src: &[u8], out: &mut [u8]) -> bool {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
     if src.len() != out.len() * 2 {
         return false;
     }
+    // Ored together: any byte that is not a hex digit sets the high bit.
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
         let (Some(&a), Some(&b)) = (pair.first(), pair.get(1)) else {
             return false;
         };
-        match (nibble(a), nibble(b)) {
-            (Some(h), Some(l)) => *o = (h << 4) | l,
-            _ => return false,
-        }
+        let (h, l) = (HEX_VALUE[usize::from(a)], HEX_VALUE[usize::from(b)]);
+        bad |= h | l;
+        *o = (h << 4) | (l & 0x0f);
     }
-    true
+    bad & 0x80 == 0
 }
+
+/// The value of each byte as a hex digit; 0xff for bytes that are not one.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Lowercase hex of `bytes`.
 pub fn to_hex(bytes: &[u8]) -> String {

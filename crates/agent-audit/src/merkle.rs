@@ -258,7 +258,18 @@ impl CompactTree {
                 size: self.size.saturating_add(1),
             });
         }
-        let mut carry = leaf_hash(leaf_data);
+        self.push_leaf_hash(leaf_hash(leaf_data));
+        Ok(())
+    }
+
+    /// Appends a leaf given by its RFC 6962 leaf hash (`leaf_hash` of its
+    /// data), computed elsewhere: the verifier hashes leaves in parallel.
+    /// Like [`push`](Self::push), a full tree is left unchanged.
+    pub fn push_leaf_hash(&mut self, leaf: Digest32) {
+        if self.size >= MAX_TREE_SIZE {
+            return;
+        }
+        let mut carry = leaf;
         // Each trailing one bit of the old size is a perfect subtree as tall as
         // the one being carried, so the two become siblings under a new parent.
         for _ in 0..self.size.trailing_ones() {
@@ -272,7 +283,6 @@ impl CompactTree {
         self.frontier.push(carry);
         // Cannot overflow: size < MAX_TREE_SIZE was checked above.
         self.size += 1;
-        Ok(())
     }
 
     /// Returns the number of leaves pushed.

@@ -91,6 +91,32 @@ pub struct Line<'a> {
     pub last: bool,
 }
 
+/// The lines of one segment's bytes; `last_segment` marks the last line
+/// as the stream's last.
+pub fn segment_lines(segment: usize, data: &[u8], last_segment: bool) -> Vec<Line<'_>> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    while start < data.len() {
+        let rest = data.get(start..).unwrap_or_default();
+        let (len, terminated) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (i, true),
+            None => (rest.len(), false),
+        };
+        out.push(Line {
+            segment,
+            offset: start as u64,
+            bytes: rest.get(..len).unwrap_or_default(),
+            terminated,
+            last: false,
+        });
+        start += len + usize::from(terminated);
+    }
+    if last_segment && let Some(l) = out.last_mut() {
+        l.last = true;
+    }
+    out
+}
+
 /// The whole contents of a stream's segments, read once.
 pub struct StreamFiles {
     /// The stream directory.
@@ -134,22 +160,7 @@ impl StreamFiles {
     pub fn lines(&self) -> Vec<Line<'_>> {
         let mut out = Vec::new();
         for (si, data) in self.contents.iter().enumerate() {
-            let mut start = 0usize;
-            while start < data.len() {
-                let rest = data.get(start..).unwrap_or_default();
-                let (len, terminated) = match memchr::memchr(b'\n', rest) {
-                    Some(i) => (i, true),
-                    None => (rest.len(), false),
-                };
-                out.push(Line {
-                    segment: si,
-                    offset: start as u64,
-                    bytes: rest.get(..len).unwrap_or_default(),
-                    terminated,
-                    last: false,
-                });
-                start += len + usize::from(terminated);
-            }
+            out.extend(segment_lines(si, data, false));
         }
         if let Some(l) = out.last_mut() {
             l.last = true;

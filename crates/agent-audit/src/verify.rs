@@ -216,9 +216,9 @@ pub fn verify_log_witnessed(
         records: 0,
     };
     for dir in streams {
-        let files = StreamFiles::read(&dir)?;
-        let cosigned = witness.map_or(&[][..], |w| w.for_stream(&files.dir_name()));
-        let (summary, findings) = verify_stream_witnessed(&files, opts, cosigned);
+        let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let cosigned = witness.map_or(&[][..], |w| w.for_stream(id));
+        let (summary, findings) = verify_stream_dir(&dir, opts, cosigned)?;
         report.records += summary.records;
         report.streams.push(summary);
         report.findings.extend(findings);
@@ -230,6 +230,8 @@ pub fn verify_log_witnessed(
 struct Rec {
     seq: u64,
     hash: [u8; 32],
+    /// The Merkle leaf hash of `hash`, computed with the per-line checks.
+    leaf: [u8; 32],
     prev: Option<[u8; 32]>,
     segment: usize,
     offset: u64,
@@ -266,8 +268,8 @@ impl Ctx<'_> {
     }
 }
 
-/// The top-level fields the sequence checks need, read without building a
-/// tree of the whole record.
+/// The top-level fields the sequence checks need, read from a record's
+/// envelope without building a tree of it.
 #[derive(serde::Deserialize)]
 struct Head<'a> {
     v: Option<u64>,
@@ -285,32 +287,34 @@ struct Head<'a> {
     root: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     public_key: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    hash: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    sig: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    payload: Option<&'a serde_json::value::RawValue>,
+    // Unhashed fields belong after the envelope, never in it.
+    hash: Option<serde::de::IgnoredAny>,
+    sig: Option<serde::de::IgnoredAny>,
+    payload: Option<serde::de::IgnoredAny>,
 }
 
 const HASH_KEY: &[u8] = b",\"hash\":\"sha256:";
 
 /// The common case, without re-canonicalizing: the writer lays a record
-/// out as its canonical envelope followed by `hash`, so SHA-256 over those
-/// bytes (closed by `}`) must give `hash`, and a stored payload is
+/// out as its canonical envelope followed by `hash`, then `sig` and
+/// `payload` when present, so SHA-256 over the envelope's bytes (closed by
+/// `}`) must give `hash`, and a stored payload is
 /// `{"data":<canonical>,"salt":…}` so its digest can be taken over the
-/// bytes as they are. A match proves the bytes are the ones hashed; any
-/// other outcome falls back to the full check, which says what is wrong.
+/// bytes as they are. Only the envelope is parsed; what follows `hash` must
+/// be laid out exactly as the writer lays it out. A match proves the bytes
+/// are the ones hashed; any other outcome falls back to the full check,
+/// which says what is wrong.
 fn fast_check(
     line: &Line<'_>,
     stream_id: &str,
     finder: &memchr::memmem::Finder<'_>,
+    scratch: &mut Vec<u8>,
 ) -> Option<Rec> {
     if !line.terminated {
         return None;
     }
     let bytes = line.bytes;
-    let mut hash = None;
+    let mut found = None;
     for pos in finder.find_iter(bytes) {
         let hex_start = pos + HASH_KEY.len();
         let mut claimed = [0u8; 32];
@@ -321,23 +325,47 @@ fn fast_check(
                 .finalize()
                 .into();
             if actual == claimed {
-                hash = Some(claimed);
+                found = Some((pos, claimed));
                 break;
             }
         }
     }
-    let hash = hash?;
-    let head: Head<'_> = serde_json::from_slice(bytes).ok()?;
-    if head.hash.as_deref().and_then(parse_sha256) != Some(hash)
-        || head.v != Some(SCHEMA_VERSION)
+    let (pos, hash) = found?;
+    let tail = bytes
+        .get(pos + HASH_KEY.len() + 64..)?
+        .strip_prefix(b"\"")?;
+    let (sig, tail) = match tail.strip_prefix(b",\"sig\":\"") {
+        Some(t) => {
+            let end = memchr::memchr(b'"', t)?;
+            let sig = t.get(..end)?;
+            // `ed25519:<key id>:<hex>`: nothing a JSON string would escape.
+            if !sig.iter().all(|c| c.is_ascii_alphanumeric() || *c == b':') {
+                return None;
+            }
+            (Some(sig), t.get(end + 1..)?)
+        }
+        None => (None, tail),
+    };
+    let payload = match tail.strip_prefix(b",\"payload\":") {
+        Some(t) => Some(t.strip_suffix(b"}")?),
+        None if tail == b"}" => None,
+        None => return None,
+    };
+    scratch.clear();
+    scratch.extend_from_slice(bytes.get(..pos)?);
+    scratch.push(b'}');
+    let head: Head<'_> = serde_json::from_slice(scratch).ok()?;
+    if head.v != Some(SCHEMA_VERSION)
         || head.stream_id.as_deref() != Some(stream_id)
+        || head.hash.is_some()
+        || head.sig.is_some()
+        || head.payload.is_some()
     {
         return None;
     }
-    match (head.payload_digest.as_deref(), head.payload) {
+    match (head.payload_digest.as_deref(), payload) {
         (None, None) => {}
-        (Some(digest), Some(raw)) => {
-            let p = raw.get().as_bytes();
+        (Some(digest), Some(p)) => {
             let data = p.strip_prefix(b"{\"data\":")?;
             // `,"salt":"` + 64 hex + `"}` is 75 bytes.
             let (data, salt) = data.split_at(data.len().checked_sub(75)?);
@@ -346,6 +374,8 @@ fn fast_check(
             if !crate::ids::decode_hex(salt, &mut salt_bytes) {
                 return None;
             }
+            // The data must still be one JSON value, as a reader will parse it.
+            serde_json::from_slice::<serde::de::IgnoredAny>(data).ok()?;
             let d: [u8; 32] = Sha256::new()
                 .chain_update(salt_bytes)
                 .chain_update(data)
@@ -370,12 +400,14 @@ fn fast_check(
     Some(Rec {
         seq: head.seq?,
         hash,
+        leaf: crate::merkle::leaf_hash(&hash),
         prev: head.prev.as_deref().and_then(parse_sha256),
         segment: line.segment,
         offset: line.offset,
         kind,
         checkpoint,
-        sig: head.sig.map(|s| s.into_owned()),
+        // Checked above to be ASCII.
+        sig: sig.map(|s| String::from_utf8_lossy(s).into_owned()),
         stream_start_key,
     })
 }
@@ -388,7 +420,7 @@ fn check_line(
     erased: &mut u64,
     scratch: &mut Vec<u8>,
 ) -> Option<Rec> {
-    if let Some(rec) = fast_check(line, &ctx.stream_id, &ctx.hash_key) {
+    if let Some(rec) = fast_check(line, &ctx.stream_id, &ctx.hash_key, scratch) {
         return Some(rec);
     }
     let at = Some((line.segment, line.offset));
@@ -540,6 +572,7 @@ fn check_line(
     Some(Rec {
         seq,
         hash: claimed,
+        leaf: crate::merkle::leaf_hash(&claimed),
         prev,
         segment: line.segment,
         offset: line.offset,
@@ -550,17 +583,70 @@ fn check_line(
     })
 }
 
+/// What the per-line checks give: the records, their findings, and how
+/// many payloads were erased.
+type Checked = (Vec<Rec>, Vec<Finding>, u64);
+
+/// Verifies one stream directory, reading one segment at a time into a
+/// reused buffer: memory stays bounded by a segment plus a small record
+/// per line, however long the stream.
+pub fn verify_stream_dir(
+    dir: &Path,
+    opts: &VerifyOptions,
+    cosigned: &[Cosignature],
+) -> Result<(StreamReport, Vec<Finding>)> {
+    use std::io::Read as _;
+    let segments = crate::reader::list_segments(dir)?;
+    let stream_id = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let read_err = |path: &Path, e: std::io::Error| {
+        crate::error::AuditError::new(
+            crate::error::ErrorKind::InvalidLog,
+            format!("cannot read {}: {e}", path.display()),
+        )
+        .with_source(e)
+    };
+    // The stream's last line is in the last segment that is not empty.
+    let mut last_nonempty = None;
+    for (i, path) in segments.iter().enumerate() {
+        let len = std::fs::metadata(path)
+            .map_err(|e| read_err(path, e))?
+            .len();
+        if len > 0 {
+            last_nonempty = Some(i);
+        }
+    }
+    let mut checked: Checked = (Vec::new(), Vec::new(), 0);
+    let mut buf = Vec::new();
+    for (i, path) in segments.iter().enumerate() {
+        buf.clear();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(|e| read_err(path, e))?;
+        let lines = crate::reader::segment_lines(i, &buf, last_nonempty == Some(i));
+        let (recs, findings, erased) = check_lines(&lines, &segments, &stream_id);
+        checked.0.extend(recs);
+        checked.1.extend(findings);
+        checked.2 += erased;
+    }
+    Ok(finish_stream(
+        dir, &segments, stream_id, checked, opts, cosigned,
+    ))
+}
+
 /// Per-line checks of a stream, spread over the machine's cores: each
 /// record is independent until the sequence is checked.
-fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>, u64) {
-    let lines = files.lines();
+fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str) -> Checked {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 8);
     let chunk = lines.len().div_ceil(workers).max(4096);
     let run = |part: &[Line<'_>]| {
         let mut ctx = Ctx {
-            segments: &files.segments,
+            segments,
             hash_key: memchr::memmem::Finder::new(HASH_KEY),
             stream_id: stream_id.to_string(),
             findings: Vec::new(),
@@ -574,7 +660,7 @@ fn check_lines(files: &StreamFiles, stream_id: &str) -> (Vec<Rec>, Vec<Finding>,
         (recs, ctx.findings, erased)
     };
     if lines.len() <= chunk {
-        return run(&lines);
+        return run(lines);
     }
     let results: Vec<(Vec<Rec>, Vec<Finding>, u64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = lines
@@ -607,58 +693,37 @@ pub fn verify_stream_witnessed(
     opts: &VerifyOptions,
     cosigned: &[Cosignature],
 ) -> (StreamReport, Vec<Finding>) {
+    let stream_id = files.dir_name();
+    let lines = files.lines();
+    let checked = check_lines(&lines, &files.segments, &stream_id);
+    finish_stream(
+        &files.dir,
+        &files.segments,
+        stream_id,
+        checked,
+        opts,
+        cosigned,
+    )
+}
+
+/// The checks across records, once each line has been checked on its own:
+/// order, chain, checkpoints, signatures, the signed head, the witness.
+fn finish_stream(
+    dir: &Path,
+    segments: &[PathBuf],
+    stream_id: String,
+    (recs, line_findings, erased): Checked,
+    opts: &VerifyOptions,
+    cosigned: &[Cosignature],
+) -> (StreamReport, Vec<Finding>) {
     let mut ctx = Ctx {
-        segments: &files.segments,
+        segments,
         hash_key: memchr::memmem::Finder::new(HASH_KEY),
-        stream_id: files.dir_name(),
-        findings: Vec::new(),
+        stream_id,
+        findings: line_findings,
     };
-    let (recs, line_findings, erased) = check_lines(files, &ctx.stream_id);
-    ctx.findings.extend(line_findings);
 
-    // Order: a record whose seq is lower than one before it in the file.
-    let mut by_seq: HashMap<u64, usize> = HashMap::with_capacity(recs.len());
-    let mut max_seq_seen: Option<u64> = None;
-    for (i, r) in recs.iter().enumerate() {
-        let at = Some((r.segment, r.offset));
-        if let Some(&first) = by_seq.get(&r.seq) {
-            let same = recs.get(first).is_some_and(|f| f.hash == r.hash);
-            if same {
-                ctx.add(
-                    FindingCode::DuplicateRecord,
-                    Some(r.seq),
-                    at,
-                    format!("record seq {} appears again", r.seq),
-                );
-            } else {
-                ctx.add(
-                    FindingCode::ConflictingRecord,
-                    Some(r.seq),
-                    at,
-                    format!("a second, different record with seq {}: inserted", r.seq),
-                );
-            }
-            continue;
-        }
-        if max_seq_seen.is_some_and(|m| r.seq < m) {
-            ctx.add(
-                FindingCode::Reordered,
-                Some(r.seq),
-                at,
-                format!(
-                    "record seq {} appears after seq {}",
-                    r.seq,
-                    max_seq_seen.unwrap_or(0)
-                ),
-            );
-        }
-        max_seq_seen = Some(max_seq_seen.map_or(r.seq, |m| m.max(r.seq)));
-        by_seq.insert(r.seq, i);
-    }
-
-    // The stream in seq order, first occurrence of each seq.
-    let mut order: Vec<usize> = by_seq.values().copied().collect();
-    order.sort_by_key(|i| recs.get(*i).map_or(u64::MAX, |r| r.seq));
+    let (by_seq, order) = index_by_seq(&mut ctx, &recs);
 
     // The stream's key.
     let key = match order.first().and_then(|i| recs.get(*i)) {
@@ -708,8 +773,8 @@ pub fn verify_stream_witnessed(
     let mut last_checkpoint_size: Option<u64> = None;
     let mut stream_end_seq: Option<u64> = None;
     let genesis = parse_sha256(GENESIS_PREV);
-    for i in &order {
-        let Some(r) = recs.get(*i) else { continue };
+    for &i in &order {
+        let Some(r) = recs.get(i) else { continue };
         let at = Some((r.segment, r.offset));
         if r.seq > expected {
             let msg = if r.seq == expected + 1 {
@@ -760,13 +825,13 @@ pub fn verify_stream_witnessed(
         if r.kind == "stream_end" {
             stream_end_seq = Some(r.seq);
         }
-        tree.push(&r.hash);
+        tree.push_leaf_hash(r.leaf);
         prev_hash = Some(r.hash);
         expected = r.seq + 1;
     }
 
     // The signed head: records it covers must all be here.
-    check_head(&mut ctx, files, key.as_ref(), &recs, &by_seq, expected);
+    check_head(&mut ctx, dir, key.as_ref(), &recs, &by_seq, expected);
     check_witness(&mut ctx, cosigned, &recs, &by_seq, expected);
 
     let present = expected;
@@ -818,6 +883,85 @@ pub fn verify_stream_witnessed(
     (summary, ctx.findings)
 }
 
+/// Where the first record of each seq sits in the file order.
+enum SeqIndex {
+    /// Record `i` has seq `i`, for every record: the common case, with no
+    /// map to build.
+    InOrder(usize),
+    Map(HashMap<u64, usize>),
+}
+
+impl SeqIndex {
+    fn get(&self, seq: u64) -> Option<usize> {
+        match self {
+            SeqIndex::InOrder(n) => usize::try_from(seq).ok().filter(|i| i < n),
+            SeqIndex::Map(m) => m.get(&seq).copied(),
+        }
+    }
+
+    fn positions(&self) -> Box<dyn Iterator<Item = usize> + '_> {
+        match self {
+            SeqIndex::InOrder(n) => Box::new(0..*n),
+            SeqIndex::Map(m) => Box::new(m.values().copied()),
+        }
+    }
+}
+
+/// The records' positions in seq order (first occurrence of each seq),
+/// and an index by seq; reports duplicated, conflicting and reordered
+/// records.
+fn index_by_seq(ctx: &mut Ctx<'_>, recs: &[Rec]) -> (SeqIndex, Vec<usize>) {
+    if recs
+        .iter()
+        .enumerate()
+        .all(|(i, r)| u64::try_from(i).is_ok_and(|i| i == r.seq))
+    {
+        return (SeqIndex::InOrder(recs.len()), (0..recs.len()).collect());
+    }
+    // Order: a record whose seq is lower than one before it in the file.
+    let mut by_seq: HashMap<u64, usize> = HashMap::with_capacity(recs.len());
+    let mut max_seq_seen: Option<u64> = None;
+    for (i, r) in recs.iter().enumerate() {
+        let at = Some((r.segment, r.offset));
+        if let Some(&first) = by_seq.get(&r.seq) {
+            let same = recs.get(first).is_some_and(|f| f.hash == r.hash);
+            if same {
+                ctx.add(
+                    FindingCode::DuplicateRecord,
+                    Some(r.seq),
+                    at,
+                    format!("record seq {} appears again", r.seq),
+                );
+            } else {
+                ctx.add(
+                    FindingCode::ConflictingRecord,
+                    Some(r.seq),
+                    at,
+                    format!("a second, different record with seq {}: inserted", r.seq),
+                );
+            }
+            continue;
+        }
+        if max_seq_seen.is_some_and(|m| r.seq < m) {
+            ctx.add(
+                FindingCode::Reordered,
+                Some(r.seq),
+                at,
+                format!(
+                    "record seq {} appears after seq {}",
+                    r.seq,
+                    max_seq_seen.unwrap_or(0)
+                ),
+            );
+        }
+        max_seq_seen = Some(max_seq_seen.map_or(r.seq, |m| m.max(r.seq)));
+        by_seq.insert(r.seq, i);
+    }
+    let mut order: Vec<usize> = by_seq.values().copied().collect();
+    order.sort_by_key(|i| recs.get(*i).map_or(u64::MAX, |r| r.seq));
+    (SeqIndex::Map(by_seq), order)
+}
+
 fn check_sig(ctx: &mut Ctx<'_>, key: Option<&PublicKey>, r: &Rec, required: bool) -> bool {
     let at = Some((r.segment, r.offset));
     let Some(sig) = &r.sig else {
@@ -865,17 +1009,17 @@ fn check_sig(ctx: &mut Ctx<'_>, key: Option<&PublicKey>, r: &Rec, required: bool
 
 fn check_head(
     ctx: &mut Ctx<'_>,
-    files: &StreamFiles,
+    dir: &Path,
     key: Option<&PublicKey>,
     recs: &[Rec],
-    by_seq: &HashMap<u64, usize>,
+    by_seq: &SeqIndex,
     present: u64,
 ) {
-    let path = files.dir.join(HEAD_FILE);
+    let path = dir.join(HEAD_FILE);
     let Ok(bytes) = std::fs::read(&path) else {
         if by_seq
-            .values()
-            .any(|i| recs.get(*i).is_some_and(|r| r.kind == "checkpoint"))
+            .positions()
+            .any(|i| recs.get(i).is_some_and(|r| r.kind == "checkpoint"))
         {
             ctx.add(
                 FindingCode::HeadMismatch,
@@ -941,7 +1085,7 @@ fn check_head(
         );
         return;
     }
-    match by_seq.get(&seq).and_then(|i| recs.get(*i)) {
+    match by_seq.get(seq).and_then(|i| recs.get(i)) {
         Some(r) if r.hash == claimed => {}
         _ => ctx.add(
             FindingCode::HeadMismatch,
@@ -959,7 +1103,7 @@ fn check_witness(
     ctx: &mut Ctx<'_>,
     cosigned: &[Cosignature],
     recs: &[Rec],
-    by_seq: &HashMap<u64, usize>,
+    by_seq: &SeqIndex,
     present: u64,
 ) {
     if let Some(latest) = cosigned.iter().max_by_key(|c| c.seq)
@@ -979,7 +1123,7 @@ fn check_witness(
     }
     for c in cosigned.iter().filter(|c| c.seq < present) {
         let claimed = parse_sha256(&c.checkpoint_hash);
-        match by_seq.get(&c.seq).and_then(|i| recs.get(*i)) {
+        match by_seq.get(c.seq).and_then(|i| recs.get(i)) {
             Some(r) if Some(r.hash) == claimed => {}
             _ => ctx.add(
                 FindingCode::WitnessMismatch,
@@ -1322,7 +1466,7 @@ mod tests {
         let finder = memchr::memmem::Finder::new(HASH_KEY);
         for line in files.lines() {
             assert!(
-                fast_check(&line, &id, &finder).is_some(),
+                fast_check(&line, &id, &finder, &mut Vec::new()).is_some(),
                 "slow path for {}",
                 String::from_utf8_lossy(line.bytes)
             );

@@ -438,3 +438,110 @@ fn reformatted_but_equal_records_still_verify() {
     assert!(codes(&r).is_empty(), "{:#?}", r.findings);
     assert_eq!(r.streams[0].status, StreamStatus::Clean);
 }
+
+#[test]
+fn fields_after_the_hash_are_checked_too() {
+    // The verifier's fast path hashes the envelope's bytes as they are and
+    // reads what follows `hash` by the writer's layout; anything else on
+    // the line must still be caught, not skipped.
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_log(dir.path(), 20, |c| c.sign_records = true);
+    let seg = segment(&s);
+    let original = read_lines(&seg);
+    let i = tool_line_index(&original, 2);
+    type Edit = (&'static str, fn(&str) -> String, FindingCode);
+    let edits: [Edit; 3] = [
+        (
+            "a field appended after the payload",
+            |l| format!("{},\"zz_note\":\"edited\"}}", l.strip_suffix('}').unwrap()),
+            FindingCode::HashMismatch,
+        ),
+        (
+            "a field between hash and sig",
+            |l| l.replacen(",\"sig\":", ",\"risk_score\":0,\"sig\":", 1),
+            FindingCode::HashMismatch,
+        ),
+        (
+            "a salt changed",
+            |l| {
+                let at = l.find("\"salt\":\"").unwrap() + 8;
+                let flipped = if &l[at..at + 1] == "0" { "1" } else { "0" };
+                format!("{}{flipped}{}", &l[..at], &l[at + 1..])
+            },
+            FindingCode::PayloadMismatch,
+        ),
+    ];
+    for (what, edit, code) in edits {
+        let mut lines = original.clone();
+        lines[i] = edit(&lines[i]);
+        assert_ne!(lines[i], original[i], "{what}");
+        write_lines(&seg, &lines);
+        let r = verify(dir.path());
+        assert_eq!(codes(&r), vec![code], "{what}: {:#?}", r.findings);
+        assert_eq!(r.findings[0].seq, Some(i as u64), "{what}");
+    }
+    write_lines(&seg, &original);
+    assert!(verify(dir.path()).findings.is_empty());
+}
+
+#[test]
+fn many_segments_verify_one_at_a_time() {
+    // Segments are read and checked one by one into a reused buffer: the
+    // chain, checkpoints and findings must run across segment boundaries.
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_log(dir.path(), 3000, |c| {
+        c.segment_max_bytes = 64 * 1024;
+        c.checkpoint_every = 100;
+    });
+    let mut segs: Vec<_> = std::fs::read_dir(&s)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 10, "{} segments", segs.len());
+    let r = verify(dir.path());
+    assert!(r.findings.is_empty(), "{:#?}", r.findings);
+    assert_eq!(r.streams[0].status, StreamStatus::Clean);
+    let lines: usize = segs.iter().map(|p| read_lines(p).len()).sum();
+    assert_eq!(r.records, lines as u64);
+    assert!(r.streams[0].checkpoints_verified >= 30);
+
+    // A record in a middle segment changed: named with that file and offset.
+    let mid = &segs[segs.len() / 2];
+    let mut lines = read_lines(mid);
+    let j = lines
+        .iter()
+        .position(|l| l.contains("\"kind\":\"tool_call\""))
+        .unwrap();
+    let offset: usize = lines[..j].iter().map(|l| l.len() + 1).sum();
+    let seq = parse(&lines[j])["seq"].as_u64().unwrap();
+    lines[j] = lines[j].replace("\"duration_ms\":1.5", "\"duration_ms\":9.5");
+    write_lines(mid, &lines);
+    let r = verify(dir.path());
+    assert_eq!(
+        codes(&r),
+        vec![FindingCode::HashMismatch],
+        "{:#?}",
+        r.findings
+    );
+    let f = &r.findings[0];
+    assert_eq!(f.seq, Some(seq));
+    assert_eq!(f.offset, Some(offset as u64));
+    assert_eq!(f.file.as_deref(), Some(mid.as_path()));
+
+    // The last segment torn mid-line, with an empty segment after it (a
+    // crash right after rotating): a torn tail, not tampering.
+    let last = segs.last().unwrap();
+    let text = std::fs::read(last).unwrap();
+    std::fs::write(last, &text[..text.len() - 40]).unwrap();
+    std::fs::write(s.join("seg-999999.jsonl"), b"").unwrap();
+    let r = verify(dir.path());
+    let torn: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.code == FindingCode::TornTail)
+        .collect();
+    assert_eq!(torn.len(), 1, "{:#?}", r.findings);
+    assert_eq!(torn[0].file.as_deref(), Some(last.as_path()));
+}
