@@ -62,7 +62,11 @@ fn render(v: &Value, key: &str, out: &mut String, depth: usize) -> bool {
                     out.push_str(s);
                 }
                 Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-                Value::Number(n) => out.push_str(&n.to_string()),
+                Value::Number(n) => {
+                    use std::fmt::Write as _;
+                    // Formatted in place: no String per number.
+                    let _ = write!(out, "{n}");
+                }
                 _ => {}
             }
             out.push('\n');

@@ -351,7 +351,8 @@ struct Memory {
     traces: HashMap<TraceId, TraceMemory>,
     clock: u64,
     /// (count, mean) per (baseline rule, tool).
-    baselines: HashMap<(usize, String), (u64, f64)>,
+    /// Per tool name, per baseline rule (by index): samples and mean.
+    baselines: HashMap<String, Vec<(u64, f64)>>,
 }
 
 impl Memory {
@@ -425,15 +426,15 @@ impl<'a> Texts<'a> {
     }
 
     /// The text of several parts, one after the other.
-    fn joined(&mut self, parts: &[PayloadPart]) -> String {
+    fn joined(&mut self, parts: &[PayloadPart]) -> std::borrow::Cow<'_, str> {
         if let [one] = parts {
-            return self.part(*one).to_string();
+            return std::borrow::Cow::Borrowed(self.part(*one));
         }
         let mut out = String::new();
         for p in parts {
             out.push_str(self.part(*p));
         }
-        out
+        std::borrow::Cow::Owned(out)
     }
 
     fn truncated(&self) -> bool {
@@ -692,8 +693,7 @@ impl PolicyEngine {
         let blocked = matches!(&event.body, Body::ToolCall(t) if t.outcome.result_status == Some(ResultStatus::Blocked));
         let mut verdicts = Vec::new();
         if !blocked && kind != Kind::TraceEnd {
-            let tool_owned = tool_name(event).unwrap_or("").to_string();
-            let tool = tool_owned.as_str();
+            let tool = tool_name(event).unwrap_or("");
             let mut texts = Texts::new(&event.payload);
             let mut cache: Vec<Option<regex::SetMatches>> = Vec::new();
             let applicable = self.rules_for(kind, tool);
@@ -710,11 +710,11 @@ impl PolicyEngine {
             }
             let truncated = texts.truncated();
             drop(texts);
-            if truncated {
-                event.risk.flags.push("policy_scan_truncated".into());
-            }
             if kind == Kind::ToolCall {
                 self.check_baselines(event, tool, &mut verdicts);
+            }
+            if truncated {
+                event.risk.flags.push("policy_scan_truncated".into());
             }
         }
         let Ok(mut mem) = self.memory.lock() else {
@@ -959,11 +959,22 @@ impl PolicyEngine {
             let Some(value) = value.filter(|v| v.is_finite()) else {
                 continue;
             };
-            let key = (i, tool.to_string());
-            if !mem.baselines.contains_key(&key) && mem.baselines.len() >= MAX_TRACES {
-                continue;
+            // Looked up by `&str`: no key is allocated for a tool seen before.
+            if !mem.baselines.contains_key(tool) {
+                if mem.baselines.len() >= MAX_TRACES {
+                    continue;
+                }
+                mem.baselines.insert(tool.to_string(), Vec::new());
             }
-            let entry = mem.baselines.entry(key).or_insert((0, 0.0));
+            let Some(slots) = mem.baselines.get_mut(tool) else {
+                continue;
+            };
+            if slots.len() <= i {
+                slots.resize(i + 1, (0, 0.0));
+            }
+            let Some(entry) = slots.get_mut(i) else {
+                continue;
+            };
             let (n, mean) = *entry;
             if n >= u64::from(rule.min_samples) && mean > 0.0 && value > rule.factor * mean {
                 verdicts.push(Verdict {
