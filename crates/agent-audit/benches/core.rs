@@ -340,7 +340,35 @@ fn bench_verify(c: &mut Criterion) {
     g.bench_function("verify_log", |b| {
         b.iter(|| verify_log(std::hint::black_box(dir.path()), &opts).unwrap())
     });
+    // The naive floor: read every segment and parse each line into a
+    // `serde_json::Value`, on one thread, with no hashing or checks.
+    g.bench_function("serde_json_parse_baseline", |b| {
+        b.iter(|| parse_every_line(std::hint::black_box(dir.path())))
+    });
     g.finish();
+}
+
+/// Reads every `.jsonl` file under `dir` and parses each line; returns
+/// how many lines parsed.
+fn parse_every_line(dir: &Path) -> u64 {
+    let mut n = 0;
+    for stream in std::fs::read_dir(dir).unwrap() {
+        let stream = stream.unwrap().path();
+        if !stream.is_dir() {
+            continue;
+        }
+        for seg in std::fs::read_dir(&stream).unwrap() {
+            let seg = seg.unwrap().path();
+            if seg.extension().is_some_and(|e| e == "jsonl") {
+                let bytes = std::fs::read(&seg).unwrap();
+                for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    let v: Value = serde_json::from_slice(line).unwrap();
+                    n += u64::from(v.is_object());
+                }
+            }
+        }
+    }
+    n
 }
 
 // --------------------------------------------------------- 5. redaction
@@ -557,7 +585,13 @@ fn summary(since: SystemTime) {
             ),
             format!("{} rec/s {}", thousands(r), verdict(r >= TARGET_VERIFY)),
             format!(">= {} rec/s", thousands(TARGET_VERIFY)),
-            "-".into(),
+            est("verify", "serde_json_parse_baseline", "mean").map_or("-".into(), |b| {
+                format!(
+                    "{:.2}x the time of serde_json parsing each line, 1 thread ({} rec/s)",
+                    ns / b,
+                    thousands(notes.verify_records as f64 / (b * 1e-9))
+                )
+            }),
         ]);
     }
     for (name, bytes) in &notes.redact_bytes {
