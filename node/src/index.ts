@@ -235,12 +235,6 @@ function plainJson(x: unknown): string | undefined {
   }
 }
 
-/** Copies a call's arguments now: as JSON text when plain, else natively. */
-function captureArgs(value: unknown): unknown {
-  const text = plainJson(value);
-  return text === undefined ? native.capture(value) : new RawJson(text);
-}
-
 /** Copies already taken as text, parsed back for the native converter. */
 function unraw(event: Record<string, unknown>): Record<string, unknown> {
   const p = event.payload as Record<string, unknown> | undefined;
@@ -596,17 +590,34 @@ interface Span {
   traceId: string;
   spanId: string;
   parentSpanId: string | undefined;
-  parent: Frame | undefined;
   frame: Frame;
+}
+
+const SPAN_ID_BATCH = 256;
+let spanIdPool = '';
+let spanIdAt = 0;
+
+/**
+ * A new span id: the core's ids (`SpanId::random`), fetched in batches so
+ * that a span costs neither a call into Rust nor a string of its own.
+ */
+function nextSpanId(): string {
+  if (spanIdAt >= spanIdPool.length) {
+    spanIdPool = native.newSpanIds(SPAN_ID_BATCH);
+    spanIdAt = 0;
+  }
+  const id = spanIdPool.slice(spanIdAt, spanIdAt + 16);
+  spanIdAt += 16;
+  return id;
 }
 
 function newSpan(principal?: PrincipalFields): Span {
   const parent = currentFrame();
   const traceId = parent?.traceId ?? native.newTraceId();
-  const spanId = native.newSpanId();
+  const spanId = nextSpanId();
   const merged = principal ? { ...parent?.principal, ...principal } : parent?.principal;
   const frame: Frame = { traceId, spanId, principal: merged, retentionClass: parent?.retentionClass };
-  return { traceId, spanId, parentSpanId: parent?.spanId, parent, frame };
+  return { traceId, spanId, parentSpanId: parent?.spanId, frame };
 }
 
 function envelope(span: Span, kind: string, ts: number, risk?: RiskOptions): Record<string, unknown> {
@@ -652,6 +663,27 @@ function errorPart(e: unknown): Record<string, unknown> {
 
 function elapsed(t0: number): number {
   return Math.max(0, performance.now() - t0);
+}
+
+// Event times: the wall clock read once a second, the monotonic clock in
+// between (a read of each costs as much as the rest of a span's start).
+let wallOffset = 0;
+let wallReadAt = -Infinity;
+
+/**
+ * Epoch milliseconds (whole, as `Date.now()`, within its rounding) at `t`,
+ * a `performance.now()` reading. Date.now() rounds down, so a re-read
+ * that would lower the offset by no more than that rounding is ignored,
+ * which keeps times in the order of the monotonic clock; a wall clock set
+ * back by more is followed.
+ */
+function wallClock(t: number): number {
+  if (t - wallReadAt >= 1000 || t < wallReadAt) {
+    const offset = Date.now() - t;
+    if (offset > wallOffset || wallOffset - offset > 2) wallOffset = offset;
+    wallReadAt = t;
+  }
+  return Math.floor(wallOffset + t);
 }
 
 // -------------------------------------------------------- results of calls
@@ -705,6 +737,10 @@ function settle(out: unknown, finish: Finish, frame: Frame, captureResult: boole
 }
 
 function settleValue(v: unknown, finish: Finish, frame: Frame, captureResult: boolean): unknown {
+  if (v === null || (typeof v !== 'object' && typeof v !== 'function')) {
+    finish('ok', captureResult ? v : undefined, undefined);
+    return v;
+  }
   if (isWebStream(v)) return wrapWebStream(v, finish, captureResult);
   if (isNodeReadable(v)) return watchNodeReadable(v, finish);
   if (isAsyncIterable(v) && typeof v !== 'string') return wrapAsyncIterable(v, finish, frame, captureResult);
@@ -913,21 +949,176 @@ function isPlainObject(x: unknown): boolean {
   return proto === Object.prototype || proto === null;
 }
 
+/** What {@link parameterNames} read, prepared once per wrapped function. */
+interface Signature {
+  names: Array<string | null>;
+  rest: string | null;
+  /** How many leading parameters have a name. */
+  named: number;
+  /**
+   * Per parameter (the rest one last), its name as JSON text and a colon,
+   * for writing the arguments' JSON text straight from the call's
+   * arguments; undefined when the object must be built (a repeated name,
+   * or `__proto__`, which an object literal would not keep as a key).
+   */
+  keys: string[] | undefined;
+}
+
+function signatureOf(fn: Function): Signature | undefined {
+  const sig = parameterNames(fn);
+  if (!sig) return undefined;
+  const { names, rest } = sig;
+  const firstUnnamed = names.indexOf(null);
+  const all = rest === null ? names : [...names, rest];
+  const named = all.filter((n) => n !== null);
+  const plain = !named.includes('__proto__') && new Set(named).size === named.length;
+  return {
+    names,
+    rest,
+    named: firstUnnamed < 0 ? names.length : firstUnnamed,
+    keys: plain ? all.map((n) => `${JSON.stringify(n ?? '')}:`) : undefined,
+  };
+}
+
+/** Whether a call's arguments are recorded by parameter name. */
+function byName(args: unknown[], sig: Signature | undefined): sig is Signature {
+  if (sig === undefined) return false;
+  const n = args.length;
+  return (n <= sig.names.length || sig.rest !== null) && Math.min(n, sig.names.length) <= sig.named;
+}
+
 /** Arguments by parameter name when every one has a name, else positional. */
-function argsValue(args: unknown[], sig: ReturnType<typeof parameterNames>): unknown {
-  if (sig) {
+function argsValue(args: unknown[], sig: Signature | undefined): unknown {
+  if (byName(args, sig)) {
     const { names, rest } = sig;
-    const fits = args.length <= names.length || rest !== null;
-    const named = names.slice(0, Math.min(args.length, names.length)).every((n) => n !== null);
-    if (fits && named) {
-      const out: Record<string, unknown> = {};
-      for (let i = 0; i < Math.min(args.length, names.length); i++) out[names[i]!] = args[i];
-      if (rest !== null && args.length > names.length) out[rest] = args.slice(names.length);
-      return out;
-    }
+    const out: Record<string, unknown> = {};
+    const n = Math.min(args.length, names.length);
+    for (let i = 0; i < n; i++) out[names[i]!] = args[i];
+    if (rest !== null && args.length > names.length) out[rest] = args.slice(names.length);
+    return out;
   }
   if (args.length === 1 && isPlainObject(args[0])) return args[0];
   return args;
+}
+
+/**
+ * The JSON text {@link plainJson} makes of {@link argsValue}'s object, for
+ * arguments recorded by name, written without building the object;
+ * undefined when a value is not plain.
+ */
+function namedArgsJson(args: unknown[], sig: Signature, keys: string[]): string | undefined {
+  const budget = { nodes: 1 };
+  const names = sig.names;
+  const n = Math.min(args.length, names.length);
+  let out = '{';
+  try {
+    for (let i = 0; i < n; i++) {
+      const v = args[i];
+      if (v === undefined) continue;
+      const j = typeof v === 'object' && v !== null ? jsonOf(v, 1, budget) : scalarJson(v);
+      if (j === undefined) return undefined;
+      out += out.length === 1 ? keys[i]! + j : `,${keys[i]!}${j}`;
+    }
+    if (sig.rest !== null && args.length > names.length) {
+      const j = jsonOf(args.slice(names.length), 1, budget);
+      if (j === undefined) return undefined;
+      out += out.length === 1 ? keys[names.length]! + j : `,${keys[names.length]!}${j}`;
+    }
+  } catch {
+    return undefined; // a getter threw: the native path records it
+  }
+  return `${out}}`;
+}
+
+/** At most this many arguments are passed as they are (`NativeLog.toolSite`). */
+const MAX_NAMED_PRIMITIVES = 20;
+
+function allPrimitive(args: unknown[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const v = args[i];
+    const t = typeof v;
+    if (t === 'object' ? v !== null : t === 'function') return false;
+  }
+  return true;
+}
+
+/**
+ * Whether a call's arguments are kept as they are: all primitives (they
+ * cannot change), recorded by parameter name, named on the native side
+ * (`NativeLog.toolSite`'s `params`) without JSON text in between.
+ */
+function keptAsIs(args: unknown[], sig: Signature | undefined): sig is Signature {
+  return sig !== undefined && sig.keys !== undefined && args.length <= sig.named &&
+    args.length <= MAX_NAMED_PRIMITIVES && allPrimitive(args);
+}
+
+/**
+ * Copies a call's arguments now, as they will be recorded: JSON text when
+ * they hold only plain data, else a native copy (`native.capture`).
+ */
+function captureArgs(args: unknown[], sig: Signature | undefined): unknown {
+  if (byName(args, sig) && sig.keys !== undefined) {
+    const text = namedArgsJson(args, sig, sig.keys);
+    return text === undefined ? native.capture(argsValue(args, sig)) : text;
+  }
+  const value = argsValue(args, sig);
+  const text = plainJson(value);
+  return text === undefined ? native.capture(value) : text;
+}
+
+/**
+ * The JSON text of a value that is not an object, as {@link jsonOf}
+ * writes it; undefined for what only the native converter stores
+ * (undefined, bigint, symbol, function, non-finite numbers, unsafe
+ * integers, lone surrogates).
+ */
+function scalarJson(x: unknown): string | undefined {
+  switch (typeof x) {
+    case 'number':
+      // A finite number's JSON text is its string form.
+      return Number.isFinite(x) && (Number.isSafeInteger(x) || !Number.isInteger(x)) ? `${x}` : undefined;
+    case 'string':
+      return (x as unknown as { isWellFormed(): boolean }).isWellFormed() ? JSON.stringify(x) : undefined;
+    case 'boolean':
+      return x ? 'true' : 'false';
+    default:
+      return x === null ? 'null' : undefined;
+  }
+}
+
+/**
+ * A payload part for the native side: JSON text when plain, else a native
+ * copy; numbers, booleans and null as they are (the native side converts
+ * them as its converter does).
+ */
+function partOf(value: unknown): unknown {
+  switch (typeof value) {
+    case 'number':
+    case 'boolean':
+      return value;
+    case 'object':
+      if (value === null) return null;
+      break;
+    case 'string':
+      if ((value as unknown as { isWellFormed(): boolean }).isWellFormed()) return JSON.stringify(value);
+      return native.capture(value);
+    default:
+      return native.capture(value);
+  }
+  const text = plainJson(value);
+  return text === undefined ? native.capture(value) : text;
+}
+
+/** A call's arguments as an event part of {@link send}. */
+function argsPart(call: ToolCall): unknown {
+  if (call.named !== undefined) return argsValue(call.args as unknown[], call.named);
+  return typeof call.args === 'string' ? new RawJson(call.args) : call.args;
+}
+
+/** A call's arguments as a value for the policy check. */
+function argsForCheck(call: ToolCall): unknown {
+  if (call.named !== undefined) return argsValue(call.args as unknown[], call.named);
+  return typeof call.args === 'string' ? JSON.parse(call.args) : call.args;
 }
 
 // ------------------------------------------------------------------- tool
@@ -954,6 +1145,28 @@ interface ToolSite {
   name: string;
   toolInfo: Record<string, unknown>;
   opts: ToolOptions;
+  /** The parameter names arguments passed as they are are recorded by. */
+  params: string[] | undefined;
+  /** The log {@link ToolSite.emit} was made for. */
+  nativeLog: native.NativeLog | undefined;
+  /**
+   * Records a call: the tool's constant fields converted once for
+   * `nativeLog` (`NativeLog.toolSite`); null when they could not be (the
+   * generic path then records each call, or reports why it cannot).
+   */
+  emit: NativeToolEmit | null;
+}
+
+/** The fields every `tool_call` of a tool carries, set on `e`. */
+function toolFields(site: ToolSite, e: Record<string, unknown>): Record<string, unknown> {
+  const opts = site.opts;
+  e.tool = site.toolInfo;
+  e.data_classification = opts.dataClassification;
+  e.environment = opts.environment;
+  e.authorization_method = opts.authorizationMethod;
+  e.permissions_used = opts.permissionsUsed;
+  e.metadata = opts.metadata;
+  return e;
 }
 
 /** The `tool_call` event of one call. */
@@ -967,16 +1180,9 @@ function toolEvent(
   result: unknown,
   error: unknown,
 ): Record<string, unknown> {
-  const opts = site.opts;
-  const e = envelope(span, 'tool_call', ts, opts);
-  e.tool = site.toolInfo;
+  const e = toolFields(site, envelope(span, 'tool_call', ts, site.opts));
   e.result_status = status;
   e.duration_ms = elapsed(t0);
-  e.data_classification = opts.dataClassification;
-  e.environment = opts.environment;
-  e.authorization_method = opts.authorizationMethod;
-  e.permissions_used = opts.permissionsUsed;
-  e.metadata = opts.metadata;
   const payload: Record<string, unknown> = { args };
   if (status === 'ok') {
     if (result !== undefined) payload.result = result;
@@ -988,11 +1194,157 @@ function toolEvent(
   return e;
 }
 
+type NativeToolEmit = ReturnType<native.NativeLog['toolSite']>;
+type PrincipalHandle = ReturnType<typeof native.principalHandle>;
+
+/** The native recorder of a tool's calls for `l` (see {@link ToolSite.emit}). */
+function nativeSite(site: ToolSite, l: native.NativeLog): NativeToolEmit | null {
+  if (site.nativeLog !== l) {
+    site.nativeLog = l;
+    site.emit = null;
+    const opts = site.opts;
+    const template: Record<string, unknown> = { kind: 'tool_call' };
+    if (opts.riskFlags?.length || opts.riskScore) template.risk = { flags: opts.riskFlags ?? [], score: opts.riskScore ?? 0 };
+    try {
+      site.emit = l.toolSite(toolFields(site, template), site.params);
+    } catch {
+      // Refused (a bad option): each call takes the generic path, which
+      // reports it.
+    }
+  }
+  return site.emit;
+}
+
+const principalHandles = new WeakMap<object, PrincipalHandle | null>();
+
+/**
+ * A frame's principal converted once (per object: frames are immutable);
+ * undefined without one, null when the native side refused it (the
+ * generic path then reports it on each event).
+ */
+function principalHandle(p: PrincipalFields | undefined): PrincipalHandle | undefined | null {
+  if (p === undefined || p === null) return undefined;
+  if (typeof p !== 'object') return null;
+  let h = principalHandles.get(p);
+  if (h === undefined) {
+    try {
+      h = native.principalHandle(p);
+    } catch {
+      h = null;
+    }
+    principalHandles.set(p, h);
+  }
+  return h;
+}
+
+const STATUS_CODE: Record<Status, number> = { ok: 0, error: 1, cancelled: 2, timeout: 3, blocked: 4 };
+
+/**
+ * One call of a wrapped tool: its span, its times and its copied
+ * arguments. It is also the frame the tool body runs in (one object per
+ * call rather than two).
+ */
+class ToolCall implements Span, Frame {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly parentSpanId: string | undefined;
+  readonly principal: PrincipalFields | undefined;
+  readonly retentionClass: string | undefined;
+  finished = false;
+
+  constructor(
+    parent: Frame | undefined,
+    readonly ts: number,
+    readonly t0: number,
+    /**
+     * JSON text or a native copy (see {@link captureArgs}), or, with
+     * `named`, the call's arguments themselves (see {@link keptAsIs});
+     * dropped once recorded (the call stays referenced as the frame of
+     * whatever its body left running).
+     */
+    public args: unknown,
+    readonly named: Signature | undefined,
+  ) {
+    if (parent === undefined) {
+      this.traceId = native.newTraceId();
+      this.parentSpanId = undefined;
+      this.principal = undefined;
+      this.retentionClass = undefined;
+    } else {
+      this.traceId = parent.traceId;
+      this.parentSpanId = parent.spanId;
+      this.principal = parent.principal;
+      this.retentionClass = parent.retentionClass;
+    }
+    this.spanId = nextSpanId();
+  }
+
+  get frame(): Frame {
+    return this;
+  }
+}
+
+/**
+ * Records a call's `tool_call` (never throws). The tool's constant fields
+ * were converted once ({@link nativeSite}); the call passes only what
+ * changes, in one call into Rust. What that cannot take takes the
+ * generic path ({@link emitQuiet}).
+ */
+function emitToolCall(site: ToolSite, call: ToolCall, status: Status, result: unknown, error: unknown): void {
+  const l = log;
+  if (l !== undefined) {
+    const ns = nativeSite(site, l);
+    const principal = principalHandle(call.principal);
+    if (ns !== null && principal !== null) {
+      try {
+        const duration = elapsed(call.t0);
+        const code = STATUS_CODE[status];
+        const args = call.args;
+        const res = status !== 'ok' || result === undefined ? undefined : partOf(result);
+        if (call.named !== undefined) {
+          // The arguments themselves, after the fixed ones.
+          const v = args as unknown[];
+          const rc = call.retentionClass;
+          const et = status === 'ok' ? undefined : errorName(error);
+          const ep = status === 'ok' ? undefined : partOf(errorPart(error));
+          const { ts, traceId, spanId, parentSpanId } = call;
+          switch (v.length) {
+            case 1:
+              ns(ts, code, duration, traceId, spanId, parentSpanId, 1, res, principal, rc, et, ep, v[0]);
+              break;
+            case 2:
+              ns(ts, code, duration, traceId, spanId, parentSpanId, 2, res, principal, rc, et, ep, v[0], v[1]);
+              break;
+            case 3:
+              ns(ts, code, duration, traceId, spanId, parentSpanId, 3, res, principal, rc, et, ep, v[0], v[1], v[2]);
+              break;
+            default:
+              ns(ts, code, duration, traceId, spanId, parentSpanId, v.length, res, principal, rc, et, ep, ...v);
+          }
+        } else if (status !== 'ok') {
+          ns(call.ts, code, duration, call.traceId, call.spanId, call.parentSpanId, args, undefined,
+            principal, call.retentionClass, errorName(error), partOf(errorPart(error)));
+        } else if (principal === undefined && call.retentionClass === undefined) {
+          // The common call: what is not passed reads as absent.
+          ns(call.ts, code, duration, call.traceId, call.spanId, call.parentSpanId, args, res);
+        } else {
+          ns(call.ts, code, duration, call.traceId, call.spanId, call.parentSpanId, args, res, principal, call.retentionClass);
+        }
+        emittedSinceFlush++;
+      } catch (e) {
+        warnOnce(`agent-audit: an event was not logged: ${fromNative(e).message}`);
+      }
+      return;
+    }
+  }
+  emitQuiet(toolEvent(site, call, call.ts, call.t0, argsPart(call), status, result, error));
+}
+
 /** Runs the tool body in its span and watches the result. */
 function runBody(self: unknown, fn: AnyFn, args: unknown[], span: Span, finish: Finish, captureResult: boolean): unknown {
   let out: unknown;
   try {
-    out = storage.run(span.frame, () => fn.apply(self, args));
+    out = storage.run(span.frame, Reflect.apply, fn, self, args);
   } catch (err) {
     finish(statusOf(err), undefined, err);
     throw err;
@@ -1005,10 +1357,9 @@ function stopCall(
   l: native.NativeLog,
   decision: native.PolicyDecision,
   site: ToolSite,
-  span: Span,
+  call: ToolCall,
   ts: number,
   t0: number,
-  args: unknown,
   review: ApprovalOutcome | undefined,
 ): ToolBlockedError {
   const err = new ToolBlockedError(
@@ -1024,7 +1375,7 @@ function stopCall(
     },
   );
   try {
-    if (!l.emitBlocked(decision, unraw(toolEvent(site, span, ts, t0, args, 'blocked', undefined, err)))) notLogged++;
+    if (!l.emitBlocked(decision, unraw(toolEvent(site, call, ts, t0, argsPart(call), 'blocked', undefined, err)))) notLogged++;
   } catch (e) {
     warnOnce(`agent-audit: a blocked call was not logged: ${fromNative(e).message}`);
   }
@@ -1042,11 +1393,14 @@ function recordReview(l: native.NativeLog, decision: native.PolicyDecision, site
 }
 
 function wrapFunction<F extends AnyFn>(name: string, fn: F, opts: ToolOptions): F {
-  const sig = parameterNames(fn);
+  const sig = signatureOf(fn);
   const site: ToolSite = {
     name,
     toolInfo: { name, version: opts.version, publisher: opts.publisher, trust_level: opts.trustLevel },
     opts,
+    params: sig?.keys === undefined ? undefined : (sig.names.slice(0, sig.named) as string[]),
+    nativeLog: undefined,
+    emit: null,
   };
   const captureResult = opts.captureResult !== false;
   const tag = (fn as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag];
@@ -1057,45 +1411,45 @@ function wrapFunction<F extends AnyFn>(name: string, fn: F, opts: ToolOptions): 
   let gateLog: native.NativeLog | undefined;
   let gate: native.ToolGate | null = null;
   const wrapped = function (this: unknown, ...args: unknown[]): unknown {
-    let span: Span;
-    let capturedArgs: unknown;
-    const ts = Date.now();
+    let call: ToolCall;
     const t0 = performance.now();
+    const ts = wallClock(t0);
     try {
-      span = newSpan();
-      // Copied now: what the tool was called with, even if it mutates it.
-      capturedArgs = captureArgs(argsValue(args, sig));
+      // The arguments are copied now: what the tool was called with, even
+      // if it mutates them.
+      call = keptAsIs(args, sig)
+        ? new ToolCall(currentFrame(), ts, t0, args, sig)
+        : new ToolCall(currentFrame(), ts, t0, captureArgs(args, sig), undefined);
     } catch (e) {
       warnOnce(`agent-audit: a tool call was not logged: ${fromNative(e).message}`);
       return fn.apply(this, args);
     }
-    let finished = false;
     const finish: Finish = (status, result, error) => {
-      if (finished) return;
-      finished = true;
-      emitQuiet(toolEvent(site, span, ts, t0, capturedArgs, status, result, error));
+      if (call.finished) return;
+      call.finished = true;
+      emitToolCall(site, call, status, result, error);
+      call.args = undefined;
     };
     const l = log;
     if (l !== gateLog) {
       gateLog = l;
       gate = l && !l.closed ? l.gate(name) : null;
     }
-    if (gate === null || l === undefined) return runBody(this, fn, args, span, finish, captureResult);
+    if (gate === null || l === undefined) return runBody(this, fn, args, call, finish, captureResult);
 
-    const decision = l.preCheck(gate, name, span.traceId, span.spanId,
-      capturedArgs instanceof RawJson ? JSON.parse(capturedArgs.text) : capturedArgs);
-    if (!decision) return runBody(this, fn, args, span, finish, captureResult);
+    const decision = l.preCheck(gate, name, call.traceId, call.spanId, argsForCheck(call));
+    if (!decision) return runBody(this, fn, args, call, finish, captureResult);
     const fail = (review: ApprovalOutcome | undefined): never | Promise<never> => {
-      finished = true;
-      const err = stopCall(l, decision, site, span, ts, t0, capturedArgs, review);
+      call.finished = true;
+      const err = stopCall(l, decision, site, call, ts, t0, review);
       if (isAsync) return Promise.reject(err);
       throw err;
     };
     if (decision.action !== 'require_approval') return fail(undefined);
-    const answer = askApproval(requestOf(decision, span.traceId, span.spanId));
+    const answer = askApproval(requestOf(decision, call.traceId, call.spanId));
     const decide = (o: ApprovalOutcome): unknown => {
-      recordReview(l, decision, site, span, ts, o, elapsed(t0));
-      return o.outcome === 'approved' ? runBody(this, fn, args, span, finish, captureResult) : fail(o);
+      recordReview(l, decision, site, call, ts, o, elapsed(t0));
+      return o.outcome === 'approved' ? runBody(this, fn, args, call, finish, captureResult) : fail(o);
     };
     if (!isThenable(answer)) return decide(answer);
     return answer.then(decide);
@@ -1236,7 +1590,7 @@ export async function trace<T>(
   if (typeof fn !== 'function') throw new InvalidArgumentError('trace() needs a callback');
   const outer = currentFrame();
   const traceId = native.newTraceId();
-  const spanId = native.newSpanId();
+  const spanId = nextSpanId();
   const principal = principalOf(opts);
   const frame: Frame = {
     traceId,
@@ -1244,11 +1598,11 @@ export async function trace<T>(
     principal: principal ? { ...outer?.principal, ...principal } : outer?.principal,
     retentionClass: opts.retentionClass ?? outer?.retentionClass,
   };
-  const span: Span = { traceId, spanId, parentSpanId: undefined, parent: undefined, frame };
+  const span: Span = { traceId, spanId, parentSpanId: undefined, frame };
   const handle = new TraceHandle(traceId, spanId);
   handle.addRisk(opts.riskFlags ?? [], opts.riskScore ?? 0);
-  const ts = Date.now();
   const t0 = performance.now();
+  const ts = wallClock(t0);
   const start = envelope(span, 'trace_start', ts);
   start.task_kind = name;
   start.environment = opts.environment;
@@ -1260,7 +1614,7 @@ export async function trace<T>(
   if (opts.input !== undefined) start.payload = { input: opts.input };
   emitQuiet(start);
   const end = (outcome: string, output: unknown, error: unknown) => {
-    const e = envelope(span, 'trace_end', Date.now());
+    const e = envelope(span, 'trace_end', wallClock(performance.now()));
     e.outcome = handle.outcome ?? outcome;
     e.duration_ms = elapsed(t0);
     if (handle.riskFlags.length || handle.riskScore) e.risk = { flags: handle.riskFlags, score: handle.riskScore };
@@ -1342,8 +1696,8 @@ async function runSpan<T, H>(
 ): Promise<T> {
   const span = newSpan(principal);
   const h = handle(span);
-  const ts = Date.now();
   const t0 = performance.now();
+  const ts = wallClock(t0);
   const done = (status: Status, error: unknown) => {
     const e = envelope(span, kind, ts, risk);
     e.result_status = status;
@@ -1443,7 +1797,7 @@ export interface EmittedEvent {
 
 function point(kind: string, fields: Record<string, unknown>, payload: Record<string, unknown> | undefined, risk: RiskOptions): EmittedEvent {
   const span = newSpan();
-  const e = envelope(span, kind, Date.now(), risk);
+  const e = envelope(span, kind, wallClock(performance.now()), risk);
   Object.assign(e, fields);
   if (payload) e.payload = payload;
   const queued = emitChecked(e);

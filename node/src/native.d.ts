@@ -56,6 +56,24 @@ export declare class NativeLog {
   setAlertHandler(handler?: ((arg: string) => void) | undefined | null): void
   /** The version of the policy in force, or null without a policy. */
   get policyVersion(): string | null
+  /**
+   * The recorder of one tool's calls: `template` is a `tool_call` event
+   * without the fields that change per call (no ids, time, status,
+   * duration or payload); throws `ERR_AUDIT_INVALID_EVENT` where such
+   * an event would be refused. The function returned queues one call's
+   * event: `ts` in epoch milliseconds, `status` (0 ok, 1 error,
+   * 2 cancelled, 3 timeout, 4 blocked), the duration, the ids, the
+   * payload parts `args` and `result`, then (left out when there are
+   * none) a principal handle (none: the log's), the retention class,
+   * the error type and the `error` part. A payload part is JSON text, a
+   * `capture`d value, or a number, boolean or null as itself;
+   * undefined leaves it out. `args` may also be a count `n` (at most
+   * 20): the call's first `n` arguments, primitives, follow `error` and
+   * are recorded by the names in `params` (as the converter stores the
+   * object of them). It returns false when the queue was full and
+   * throws as `emit` does.
+   */
+  toolSite(template: unknown, params?: Array<string> | undefined | null): (ts: number, status: number, durationMs: number, traceId: string, spanId: string, parentSpanId: string | undefined, args: unknown, result?: unknown, principal?: ExternalObject<'Principal'>, retentionClass?: string, errorType?: string, error?: unknown, ...named: unknown[]) => boolean
   /** The stream this writer writes (a UUIDv7). */
   get streamId(): string
   /** The stream's directory. */
@@ -222,6 +240,12 @@ export interface LogStats {
 /** A new W3C span id (16 lowercase hex). */
 export declare function newSpanId(): string
 
+/**
+ * `count` new span ids (16 lowercase hex each) in one string: ids for
+ * the next calls, without a call into Rust and a string per id.
+ */
+export declare function newSpanIds(count: number): string
+
 /** A new W3C trace id (32 lowercase hex). */
 export declare function newTraceId(): string
 
@@ -234,6 +258,13 @@ export declare function newTraceId(): string
  * `ERR_AUDIT_CONFIG`, `ERR_AUDIT_KEY` or `ERR_AUDIT_IO`.
  */
 export declare function openLog(options: unknown): NativeLog
+
+/**
+ * Converts a principal object once (as an event's `principal` field is
+ * read); throws `ERR_AUDIT_INVALID_EVENT` where an event carrying it
+ * would be refused. The handle is opaque: pass it to a tool site.
+ */
+export declare function principalHandle(value: unknown): ExternalObject<'Principal'>
 
 /**
  * Runs the `agent-audit` command line with `args` (the first is the

@@ -245,3 +245,43 @@ test('the JSON-text fast path and the native converter store the same values', a
     assert.deepEqual(tools[i]!.payload.data.result, audit.toAuditValue(v), `result of value ${i}`);
   });
 });
+
+test('primitive arguments and results passed as they are store what the native converter stores', async () => {
+  const dir = tempLogDir('primitives');
+  audit.init({ dir, capture: 'raw' });
+  // All-primitive arguments go to the native side as they are and are
+  // named there; any object among them takes the copy path. Results that
+  // are numbers, booleans or null go as they are too.
+  const calls: unknown[][] = [
+    [1, 2], [NaN, -Infinity], [2 ** 60, -0], [10n ** 20n, Symbol('s')], ['a\ud800b', 'é\u2028"\\'],
+    [true, null], [undefined, 1], ['only'], [], [1.5, -1e21], [() => 1, 2], [{ o: 1 }, 'x'], [new Map([[1, 2]]), 3],
+  ];
+  // (Typed as taking any arguments: the calls pass zero to two.)
+  const first = audit.tool('first', (a?: unknown, b?: unknown) => [a, b][0]) as (...args: unknown[]) => unknown;
+  const second = audit.tool('second', async (a?: unknown, b?: unknown) => [a, b][1]) as (...args: unknown[]) => Promise<unknown>;
+  let traceId = '';
+  await audit.trace('prims', { userId: 'u_9', retentionClass: 'short_1y' }, async (t) => {
+    traceId = t.traceId;
+    for (const c of calls) {
+      first(...c);
+      await second(...c);
+    }
+  });
+  const recs = await closeAndCheck(dir);
+  const tools = recs.filter((r) => r.kind === 'tool_call');
+  assert.equal(tools.length, 2 * calls.length);
+  calls.forEach((c, i) => {
+    const named: Record<string, unknown> = {};
+    if (c.length > 0) named.a = c[0];
+    if (c.length > 1) named.b = c[1];
+    for (const [k, r] of [[0, tools[2 * i]!], [1, tools[2 * i + 1]!]] as const) {
+      assert.deepEqual(r.payload.data.args, audit.toAuditValue(named), `args of call ${i}`);
+      const result = c[k];
+      if (result === undefined) assert.equal('result' in r.payload.data, false, `no result for call ${i}`);
+      else assert.deepEqual(r.payload.data.result, audit.toAuditValue(result), `result of call ${i}`);
+      assert.equal(r.trace_id, traceId);
+      assert.equal(r.principal.user_id, 'u_9');
+      assert.equal(r.retention_class, 'short_1y');
+    }
+  });
+});

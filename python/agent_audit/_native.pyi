@@ -1,5 +1,7 @@
 """Type stubs of the native module (checked by ``mypy.stubtest``)."""
 
+from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, Callable, Final, Optional, final
 
 __all__ = [
@@ -17,7 +19,10 @@ __all__ = [
     "ProofError",
     "SigningKeyError",
     "SpanContext",
+    "ToolFunction",
     "ToolGate",
+    "ToolHooks",
+    "ToolSpec",
     "__version__",
     "capture_value",
     "reseed_after_fork",
@@ -68,6 +73,49 @@ class SpanContext:
 class ToolGate: ...
 
 @final
+class ToolSpec:
+    def __new__(
+        cls,
+        name: str,
+        version: Optional[str],
+        names: Sequence[str],
+        skip: int,
+        varargs: Optional[str],
+        capture: Optional[str] = None,
+        metadata: Any = None,
+        risk_flags: Optional[Sequence[str]] = None,
+    ) -> ToolSpec: ...
+    @property
+    def name(self) -> str: ...
+
+@final
+class ToolHooks:
+    def __new__(
+        cls,
+        state: Any,
+        current: ContextVar[Optional[SpanContext]],
+        otel_ids: Callable[[], Optional[tuple[str, str]]],
+        status_of: Callable[[BaseException], str],
+    ) -> ToolHooks: ...
+
+@final
+class ToolFunction:
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Any]
+    def __new__(
+        cls,
+        spec: ToolSpec,
+        func: Callable[..., Any],
+        slow: Callable[[tuple[Any, ...], Optional[dict[str, Any]]], Any],
+        hooks: ToolHooks,
+        pop_extra: bool,
+    ) -> ToolFunction: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: Any, owner: Any = None, /) -> Any: ...
+    def __reduce__(self) -> str: ...
+
+@final
 class PolicyDecision:
     @property
     def action(self) -> str: ...
@@ -116,6 +164,27 @@ class AuditLog:
         capture: Optional[str] = None,
         metadata: Any = None,
         risk_flags: Optional[list[str]] = None,
+        otel: Optional[tuple[str, str]] = None,
+    ) -> bool: ...
+    def tool_ok(
+        self,
+        spec: ToolSpec,
+        ctx: SpanContext,
+        args: tuple[Any, ...],
+        kwargs: Optional[dict[str, Any]],
+        result: Any,
+        duration_ns: int,
+        otel: Optional[tuple[str, str]] = None,
+    ) -> bool: ...
+    def tool_error(
+        self,
+        spec: ToolSpec,
+        ctx: SpanContext,
+        args: tuple[Any, ...],
+        kwargs: Optional[dict[str, Any]],
+        status: str,
+        error: BaseException,
+        duration_ns: int,
         otel: Optional[tuple[str, str]] = None,
     ) -> bool: ...
     def gate(self, name: str) -> Optional[ToolGate]: ...

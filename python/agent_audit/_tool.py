@@ -1,9 +1,16 @@
 """``@tool``: records every call of a function as a ``tool_call`` event.
 
-The signature is read once, at decoration time; a call costs a context
-lookup, a new span id, two clock reads and one native call that copies the
+The signature is read once, at decoration time, into a native
+:class:`ToolSpec` (name, version, parameter names, capture mode, flags).
+A decorated sync function is a native :class:`ToolFunction`: its call is
+one native call that reads the log, opens the tool's span in the context
+variable, times the call, sets the caller's span back, copies the
 arguments (by parameter name) and the result or exception into Rust and
-queues the event. Logging trouble never reaches the caller.
+queues the event. It carries the ``functools.wraps`` attributes, binds as
+a method and pickles by qualified name, as the function does. Calls that
+need more (an ``audit_extra`` override, a tool a blocking policy rule can
+match) go through :func:`_call_sync`. Async and generator tools run here,
+with one native call per event. Logging trouble never reaches the caller.
 """
 
 from __future__ import annotations
@@ -14,7 +21,15 @@ import inspect
 from time import perf_counter_ns
 from typing import Any, Callable, Optional, TypeVar, overload
 
-from ._native import AuditLog, ConfigError, SpanContext, ToolGate
+from ._native import (
+    AuditLog,
+    ConfigError,
+    SpanContext,
+    ToolFunction,
+    ToolGate,
+    ToolHooks,
+    ToolSpec,
+)
 from ._policy import CallSite, enforce_async, enforce_sync
 from ._state import STATE
 from .context import _current, otel_ids
@@ -39,6 +54,9 @@ def status_of(exc: BaseException) -> str:
     return "cancelled"
 
 
+_HOOKS = ToolHooks(STATE, _current, otel_ids, status_of)
+
+
 class _Spec:
     """What a decorated function's events need, computed once."""
 
@@ -49,6 +67,7 @@ class _Spec:
         "metadata",
         "name",
         "names",
+        "native",
         "pop_extra",
         "risk_flags",
         "skip",
@@ -89,6 +108,21 @@ class _Spec:
         self.names = tuple(names[self.skip :])
         self.varargs = varargs
         self.pop_extra = "audit_extra" not in params
+        try:
+            self.native = ToolSpec(
+                self.name,
+                version,
+                self.names,
+                self.skip,
+                varargs,
+                capture,
+                metadata,
+                self.risk_flags,
+            )
+        except TypeError as e:
+            raise ConfigError(
+                f"@tool: name and version must be str and risk_flags a list of str ({e})"
+            ) from e
         # The policy gate of this tool, for the log it was computed for:
         # None (no check needed) for every tool no blocking rule names.
         self.gate: Optional[ToolGate] = None
@@ -161,33 +195,35 @@ def _record(
         return
     try:
         if extra is None:
-            name, version, capture, metadata, flags = (
-                spec.name,
-                spec.version,
-                spec.capture,
-                spec.metadata,
-                spec.risk_flags,
-            )
+            if error is None:
+                queued = log.tool_ok(
+                    spec.native, ctx, args, kwargs, result, duration_ns, otel_ids()
+                )
+            else:
+                queued = log.tool_error(
+                    spec.native, ctx, args, kwargs, status, error, duration_ns, otel_ids()
+                )
         else:
             name, version, capture, metadata, flags = spec.overrides(extra)
-        if not log.tool_call(
-            ctx,
-            name,
-            version,
-            spec.names,
-            spec.skip,
-            spec.varargs,
-            args,
-            kwargs or None,
-            status,
-            result,
-            error,
-            duration_ns,
-            capture,
-            metadata,
-            flags,
-            otel_ids(),
-        ):
+            queued = log.tool_call(
+                ctx,
+                name,
+                version,
+                spec.names,
+                spec.skip,
+                spec.varargs,
+                args,
+                kwargs or None,
+                status,
+                result,
+                error,
+                duration_ns,
+                capture,
+                metadata,
+                flags,
+                otel_ids(),
+            )
+        if not queued:
             STATE.not_logged += 1
     except Exception:
         STATE.not_logged += 1
@@ -228,31 +264,42 @@ async def _check_async(
         await enforce_async(log, decision, ctx, site)
 
 
-def _wrap_sync(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        log = STATE.log
-        if log is None:
-            return fn(*args, **kwargs)
-        extra = _take_extra(spec, kwargs)
-        parent = _current.get()
-        ctx = parent.child() if parent is not None else _new_trace()
-        if spec.needs_check(log, extra):
-            _check_sync(spec, log, ctx, args, kwargs, extra)
-        _current.set(ctx)
-        t0 = perf_counter_ns()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as e:
-            duration = perf_counter_ns() - t0
-            _current.set(parent)
-            _record(spec, ctx, args, kwargs, status_of(e), None, e, duration, extra)
-            raise
+def _call_sync(
+    fn: Callable[..., Any],
+    spec: _Spec,
+    args: tuple[Any, ...],
+    kwargs: Optional[dict[str, Any]],
+) -> Any:
+    """A sync tool's call in Python: for the calls :class:`ToolFunction`
+    hands back (``audit_extra``, a gated tool)."""
+    if kwargs is None:
+        kwargs = {}
+    log = STATE.log
+    if log is None:
+        return fn(*args, **kwargs)
+    extra = _take_extra(spec, kwargs)
+    parent = _current.get()
+    ctx = parent.child() if parent is not None else _new_trace()
+    if spec.needs_check(log, extra):
+        _check_sync(spec, log, ctx, args, kwargs, extra)
+    _current.set(ctx)
+    t0 = perf_counter_ns()
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as e:
         duration = perf_counter_ns() - t0
         _current.set(parent)
-        _record(spec, ctx, args, kwargs, "ok", result, None, duration, extra)
-        return result
+        _record(spec, ctx, args, kwargs, status_of(e), None, e, duration, extra)
+        raise
+    duration = perf_counter_ns() - t0
+    _current.set(parent)
+    _record(spec, ctx, args, kwargs, "ok", result, None, duration, extra)
+    return result
 
-    return wrapper
+
+def _wrap_sync(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
+    slow = functools.partial(_call_sync, fn, spec)
+    return ToolFunction(spec.native, fn, slow, _HOOKS, spec.pop_extra)
 
 
 def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:

@@ -88,12 +88,71 @@ def wrap_executor(executor: Executor) -> ContextExecutor:
     return ContextExecutor(executor)
 
 
+# The OpenTelemetry API's own context variable and span key, looked up
+# once the process has imported ``opentelemetry.trace``: (the globals of
+# ``opentelemetry.trace``, its get_current_span, the globals of
+# ``opentelemetry.context``, its runtime context, the ``get`` of the
+# runtime's ContextVar, the span key), or None where that runtime is not
+# the standard contextvars one. See :func:`otel_ids`; the native
+# ``ToolHooks`` reads the same tuple.
+_otel_fast: Optional[tuple[dict[str, Any], Any, dict[str, Any], Any, Any, str]] = None
+_otel_probed: Any = None
+
+
+def _otel_probe(mod: Any) -> None:
+    """Finds OpenTelemetry's context variable (only in modules already
+    imported, never importing any)."""
+    global _otel_fast, _otel_probed
+    try:
+        gcs = mod.get_current_span
+        cmod = sys.modules["opentelemetry.context"]
+        runtime = cmod._RUNTIME_CONTEXT
+        cvc = sys.modules["opentelemetry.context.contextvars_context"]
+        var = runtime._current_context
+        key = sys.modules["opentelemetry.trace.propagation"]._SPAN_KEY
+    except (KeyError, AttributeError):
+        if hasattr(mod, "get_current_span"):  # not half-imported: give up on it
+            _otel_probed = mod
+        return
+    _otel_probed = mod
+    if (
+        type(runtime) is cvc.ContextVarsRuntimeContext
+        and isinstance(var, contextvars.ContextVar)
+        and isinstance(key, str)
+    ):
+        _otel_fast = (vars(mod), gcs, vars(cmod), runtime, var.get, key)
+
+
 def otel_ids() -> Optional[tuple[str, str]]:
     """The active OpenTelemetry trace and span ids (hex), if the process
-    uses OpenTelemetry and a valid span is current. Never imports it."""
+    uses OpenTelemetry and a valid span is current. Never imports it.
+
+    With OpenTelemetry's standard runtime context, a context that holds
+    no span (the usual case outside an OTel span) is answered from its
+    context variable, without the API's call chain; any other case asks
+    ``opentelemetry.trace.get_current_span()``."""
+    fast = _otel_fast
+    if fast is not None:
+        trace_globals, gcs, context_globals, runtime, var_get, key = fast
+        try:
+            if (
+                trace_globals["get_current_span"] is gcs
+                and context_globals["_RUNTIME_CONTEXT"] is runtime
+            ):
+                current = var_get()
+                if not current or current.get(key) is None:
+                    return None
+        except KeyError:
+            pass
     mod = sys.modules.get("opentelemetry.trace")
     if mod is None:
         return None
+    if fast is None and _otel_probed is not mod:
+        _otel_probe(mod)
+    return _otel_span_ids(mod)
+
+
+def _otel_span_ids(mod: Any) -> Optional[tuple[str, str]]:
     try:
         ctx = mod.get_current_span().get_span_context()
         if not ctx.is_valid:

@@ -26,6 +26,7 @@
 pub mod convert;
 pub mod error;
 pub mod policy;
+pub mod tool;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

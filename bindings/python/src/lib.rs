@@ -13,6 +13,7 @@
 pub mod convert;
 pub mod error;
 pub mod log;
+pub mod tool;
 
 // Events are allocated on the agent's thread and freed on the writer's:
 // with glibc's allocator that contends on the arena lock (a futex wake per
@@ -32,6 +33,8 @@ pub mod _native {
     };
     #[pymodule_export]
     use crate::log::{PyAuditLog, PyPolicyDecision, PySpanContext, PyToolGate};
+    #[pymodule_export]
+    use crate::tool::{PyToolFunction, PyToolHooks, PyToolSpec};
 
     use std::path::PathBuf;
 

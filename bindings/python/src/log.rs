@@ -25,13 +25,14 @@ use serde_json::{Map, Value};
 
 use crate::convert::{Converter, Limits, lossy_string, qualified_name, to_py, to_value};
 use crate::error::{AuditIOError, ConfigError, IntoPyResult, InvalidEventError};
+use crate::tool::{Ended, PyToolSpec};
 
 /// The trace and span an event belongs to, and who the agent acts for.
 /// Immutable: a child step gets a new context ([`PySpanContext::child`]).
 #[pyclass(frozen, name = "SpanContext", module = "agent_audit._native")]
 pub struct PySpanContext {
-    trace_id: TraceId,
-    span_id: SpanId,
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
     parent: Option<SpanId>,
     principal: Option<Arc<Principal>>,
     retention_class: Option<Arc<str>>,
@@ -80,7 +81,7 @@ impl PySpanContext {
     }
 
     /// A new span in the same trace whose parent is this span.
-    fn child(&self) -> Self {
+    pub(crate) fn child(&self) -> Self {
         PySpanContext {
             trace_id: self.trace_id,
             span_id: SpanId::random(),
@@ -136,6 +137,17 @@ impl PySpanContext {
 }
 
 impl PySpanContext {
+    /// The root span of a new trace with the log's default principal.
+    pub(crate) fn root() -> Self {
+        PySpanContext {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            parent: None,
+            principal: None,
+            retention_class: None,
+        }
+    }
+
     fn place(&self, event: &mut Event) {
         event.trace_id = Some(self.trace_id);
         event.span_id = Some(self.span_id);
@@ -158,7 +170,7 @@ pub struct PyAuditLog {
     blocking: bool,
     // Set in a forked child: the parent's writer thread does not exist here.
     abandoned: AtomicBool,
-    limits: Limits,
+    pub(crate) limits: Limits,
     // The exporter `export=` started next to the writer (agent-audit-ship's
     // background thread), kept after shutdown for its last stats.
     exporter: Mutex<Option<Arc<ExporterHandle>>>,
@@ -182,18 +194,34 @@ fn args_value(
     args: &Bound<'_, PyTuple>,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> Value {
+    let name_at = |i: usize| {
+        names.get_item(i).ok().map(|n| {
+            n.cast::<PyString>()
+                .map(lossy_string)
+                .unwrap_or_else(|_| format!("arg{}", i + skip))
+        })
+    };
+    args_by_name(conv, name_at, skip, varargs, args, kwargs)
+}
+
+/// [`args_value`] with the names given by `name_at` (None: past the named
+/// positional parameters).
+pub(crate) fn args_by_name(
+    conv: &mut Converter,
+    name_at: impl Fn(usize) -> Option<String>,
+    skip: usize,
+    varargs: Option<&str>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> Value {
     let mut arg_map = Map::new();
     let mut extra = Vec::new();
     for (i, a) in args.iter().enumerate().skip(skip) {
-        match names.get_item(i - skip) {
-            Ok(n) => {
-                let key = n
-                    .cast::<PyString>()
-                    .map(lossy_string)
-                    .unwrap_or_else(|_| format!("arg{i}"));
+        match name_at(i - skip) {
+            Some(key) => {
                 arg_map.insert(key, conv.top(&a));
             }
-            Err(_) => extra.push(conv.top(&a)),
+            None => extra.push(conv.top(&a)),
         }
     }
     if !extra.is_empty() {
@@ -212,21 +240,21 @@ fn args_value(
 }
 
 /// A finished (or stopped) tool call, before it is placed in its span.
-struct ToolEvent<'a> {
-    name: &'a str,
-    version: Option<&'a str>,
-    status: ResultStatus,
-    error_type: Option<String>,
-    duration_ns: u64,
-    payload: BTreeMap<PayloadPart, Value>,
-    capture: Option<CaptureMode>,
-    metadata: Option<Value>,
-    risk_flags: Option<Vec<String>>,
-    otel: Option<(String, String)>,
+pub(crate) struct ToolEvent<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) version: Option<&'a str>,
+    pub(crate) status: ResultStatus,
+    pub(crate) error_type: Option<String>,
+    pub(crate) duration_ns: u64,
+    pub(crate) payload: BTreeMap<PayloadPart, Value>,
+    pub(crate) capture: Option<CaptureMode>,
+    pub(crate) metadata: Option<Value>,
+    pub(crate) risk_flags: Option<Vec<String>>,
+    pub(crate) otel: Option<(String, String)>,
 }
 
 impl ToolEvent<'_> {
-    fn build(self, ctx: &PySpanContext) -> Event {
+    pub(crate) fn build(self, ctx: &PySpanContext) -> Event {
         let body = Body::ToolCall(ToolCall {
             tool: ToolInfo {
                 name: self.name.to_string(),
@@ -240,10 +268,12 @@ impl ToolEvent<'_> {
             },
             ..Default::default()
         });
-        let now = Timestamp::now();
+        // Event::new reads the clock: the call started `duration_ns` before.
         let mut event = Event::new(body);
         event.ts = Timestamp(
-            now.0
+            event
+                .ts
+                .0
                 .saturating_sub(i64::try_from(self.duration_ns).unwrap_or(0)),
         );
         event.payload = self.payload;
@@ -271,8 +301,8 @@ impl ToolEvent<'_> {
 /// `AuditLog.gate`). Opaque; keep it with the tool.
 #[pyclass(frozen, name = "ToolGate", module = "agent_audit._native")]
 pub struct PyToolGate {
-    gate: ToolGate,
-    policy: Arc<PolicyEngine>,
+    pub(crate) gate: ToolGate,
+    pub(crate) policy: Arc<PolicyEngine>,
 }
 
 /// A policy rule's decision about a call before it ran: `block` or
@@ -356,7 +386,7 @@ impl PyPolicyDecision {
     }
 }
 
-fn parse_status(s: &str) -> PyResult<ResultStatus> {
+pub(crate) fn parse_status(s: &str) -> PyResult<ResultStatus> {
     Ok(match s {
         "ok" => ResultStatus::Ok,
         "error" => ResultStatus::Error,
@@ -371,12 +401,12 @@ fn parse_status(s: &str) -> PyResult<ResultStatus> {
     })
 }
 
-fn parse_capture(s: Option<&str>) -> PyResult<Option<CaptureMode>> {
+pub(crate) fn parse_capture(s: Option<&str>) -> PyResult<Option<CaptureMode>> {
     s.map(CaptureMode::parse).transpose().py_err()
 }
 
 impl PyAuditLog {
-    fn send(&self, py: Python<'_>, event: Event) -> PyResult<bool> {
+    pub(crate) fn send(&self, py: Python<'_>, event: Event) -> PyResult<bool> {
         if self.abandoned.load(Ordering::Relaxed) {
             return Ok(false);
         }
@@ -389,7 +419,7 @@ impl PyAuditLog {
         result.py_err()
     }
 
-    fn error_part(&self, error: &Bound<'_, PyBaseException>) -> (String, Value) {
+    pub(crate) fn error_part(&self, error: &Bound<'_, PyBaseException>) -> (String, Value) {
         let type_name = qualified_name(error.as_any());
         let message = match error.str() {
             Ok(s) => lossy_string(&s),
@@ -531,10 +561,50 @@ impl PyAuditLog {
         }
     }
 
+    /// Records a call of `spec`'s tool that returned `result`. Returns
+    /// False when the event was not queued; never raises for that.
+    #[pyo3(signature = (spec, ctx, args, kwargs, result, duration_ns, otel=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn tool_ok(
+        &self,
+        py: Python<'_>,
+        spec: &PyToolSpec,
+        ctx: &PySpanContext,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        result: &Bound<'_, PyAny>,
+        duration_ns: u64,
+        otel: Option<(String, String)>,
+    ) -> bool {
+        let ended = Ended::Returned(result);
+        self.record_tool(py, spec, ctx, args, kwargs, ended, duration_ns, otel)
+    }
+
+    /// Records a call of `spec`'s tool that raised `error`; `status` is
+    /// error, timeout, cancelled or blocked. Returns False when the event
+    /// was not queued.
+    #[pyo3(signature = (spec, ctx, args, kwargs, status, error, duration_ns, otel=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn tool_error(
+        &self,
+        py: Python<'_>,
+        spec: &PyToolSpec,
+        ctx: &PySpanContext,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        status: &str,
+        error: &Bound<'_, PyBaseException>,
+        duration_ns: u64,
+        otel: Option<(String, String)>,
+    ) -> PyResult<bool> {
+        let ended = Ended::Raised(parse_status(status)?, error);
+        Ok(self.record_tool(py, spec, ctx, args, kwargs, ended, duration_ns, otel))
+    }
+
     /// The policy gate of a tool: None when no policy is loaded or no
     /// rule that blocks or asks for approval can match calls of `name`
     /// (the tool then skips the check). Compute it once per tool.
-    fn gate(&self, name: &str) -> Option<PyToolGate> {
+    pub(crate) fn gate(&self, name: &str) -> Option<PyToolGate> {
         let policy = self.inner.policy()?;
         let gate = policy.gate(name);
         (!gate.is_open()).then(|| PyToolGate {
