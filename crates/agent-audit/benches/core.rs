@@ -5,6 +5,14 @@
 //! ratio to its baseline) is printed from this run's criterion estimates.
 //!
 //! Run: `cargo bench -p agent-audit --bench core`.
+//!
+//! The process runs on mimalloc, the allocator both language bindings and
+//! the `agent-audit` binary ship with: events are allocated on the
+//! caller's thread and freed on the writer's, which glibc's allocator
+//! serves through an arena lock.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,7 +22,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use agent_audit::record::{Body, Outcome, ResultStatus, ToolCall, ToolInfo};
+use agent_audit::record::Body;
 use agent_audit::redact::{RedactionConfig, RedactionReport, Redactor};
 use agent_audit::verify::{VerifyOptions, verify_log};
 use agent_audit::{
@@ -84,35 +92,12 @@ fn config(dir: &Path) -> LogConfig {
 
 /// A typical tool call: name and version, status, duration, five
 /// arguments (a short SQL string and an e-mail among them), a small result.
+/// The same event the `stage_times` and `write_throughput` examples time.
+#[path = "../examples/shared/typical.rs"]
+mod typical;
+
 fn tool_event(trace: TraceId, parent: SpanId, i: u64) -> Event {
-    Event::new(Body::ToolCall(ToolCall {
-        tool: ToolInfo {
-            name: "crm.update_customer".into(),
-            version: Some("2.3.1".into()),
-            ..Default::default()
-        },
-        outcome: Outcome {
-            result_status: Some(ResultStatus::Ok),
-            duration_ms: Some(12.5),
-            error_type: None,
-        },
-        ..Default::default()
-    }))
-    .in_trace(trace, SpanId::random(), Some(parent))
-    .with_part(
-        PayloadPart::Args,
-        json!({
-            "customer_id": format!("cus_{i:08}"),
-            "email": "jane.doe@example.com",
-            "sql": "UPDATE customers SET tier = ? WHERE id = ?",
-            "tier": "gold",
-            "notify": true,
-        }),
-    )
-    .with_part(
-        PayloadPart::Result,
-        json!({"status": "updated", "rows_affected": 1, "ticket": format!("TCK-{i:06}")}),
-    )
+    typical::tool_event(i, trace, parent)
 }
 
 fn build_events(n: u64) -> Vec<Event> {

@@ -22,6 +22,10 @@ use agent_audit::{Event, SpanId, TraceId};
 #[path = "shared/typical.rs"]
 mod typical;
 
+// As the bindings, the binary and the core benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::args().nth(1).map_or(Ok(200_000), |s| s.parse())?;
     parts(n)?;

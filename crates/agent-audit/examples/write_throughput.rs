@@ -14,6 +14,10 @@ use agent_audit::{AuditLog, Event, LogConfig, Overflow, SpanId, TraceId};
 #[path = "shared/typical.rs"]
 mod typical;
 
+// As the bindings, the binary and the core benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().map_or(Ok(100_000), |s| s.parse())?;

@@ -313,21 +313,33 @@ fn write_object_utf16_sorted(
     Ok(())
 }
 
+/// Appends `u` as RFC 8785 text; [`CanonError::UnsafeInteger`] beyond [`MAX_SAFE_INTEGER`].
+pub(crate) fn write_safe_u64(u: u64, out: &mut Vec<u8>) -> Result<(), CanonError> {
+    if u > MAX_SAFE_INTEGER {
+        return Err(CanonError::UnsafeInteger(u.to_string()));
+    }
+    write_u64(u, out);
+    Ok(())
+}
+
+/// Appends `i` as RFC 8785 text; [`CanonError::UnsafeInteger`] beyond ±[`MAX_SAFE_INTEGER`].
+pub(crate) fn write_safe_i64(i: i64, out: &mut Vec<u8>) -> Result<(), CanonError> {
+    let magnitude = i.unsigned_abs();
+    if magnitude > MAX_SAFE_INTEGER {
+        return Err(CanonError::UnsafeInteger(i.to_string()));
+    }
+    if i < 0 {
+        out.push(b'-');
+    }
+    write_u64(magnitude, out);
+    Ok(())
+}
+
 fn write_number(n: &Number, out: &mut Vec<u8>) -> Result<(), CanonError> {
     if let Some(u) = n.as_u64() {
-        if u > MAX_SAFE_INTEGER {
-            return Err(CanonError::UnsafeInteger(u.to_string()));
-        }
-        write_u64(u, out);
+        write_safe_u64(u, out)?;
     } else if let Some(i) = n.as_i64() {
-        let magnitude = i.unsigned_abs();
-        if magnitude > MAX_SAFE_INTEGER {
-            return Err(CanonError::UnsafeInteger(i.to_string()));
-        }
-        if i < 0 {
-            out.push(b'-');
-        }
-        write_u64(magnitude, out);
+        write_safe_i64(i, out)?;
     } else if let Some(f) = n.as_f64() {
         write_f64(f, out)?;
     } else {

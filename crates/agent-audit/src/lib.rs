@@ -14,6 +14,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod canon_ser;
 pub mod chain;
 pub mod encode;
 pub mod envelope;

@@ -726,7 +726,12 @@ impl Writer {
                     // send costs no wake-up (a futex syscall each, several
                     // microseconds on the caller's thread), and batches
                     // grow. An idle writer still parks after one linger.
-                    std::thread::sleep(LINGER);
+                    // A batch cut short by its size limit leaves work
+                    // queued: no linger then, or a writer behind a fast
+                    // producer would sleep 1 ms every ~1,000 records.
+                    if self.rx.is_empty() {
+                        std::thread::sleep(LINGER);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.on_timer();

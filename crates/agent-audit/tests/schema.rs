@@ -815,3 +815,37 @@ fn schema_is_valid_draft_2020_12_and_matches_the_code() {
         assert!(statuses.as_array().unwrap().contains(&name));
     }
 }
+
+/// The writer serializes bodies straight to canonical text; each field
+/// must be exactly what canonicalizing `serde_json::to_value` gives.
+#[test]
+fn bodies_serialize_as_canonicalizing_their_value_would() {
+    use agent_audit::envelope::Envelope;
+    let mut bodies: Vec<Body> = support_task("alice@example.com")
+        .into_iter()
+        .map(|e| e.body)
+        .collect();
+    bodies.push(Body::ToolCall(ToolCall {
+        data_subjects_affected: Some(Counter(u64::MAX)),
+        ..Default::default()
+    }));
+    let mut kinds = BTreeSet::new();
+    for body in &bodies {
+        kinds.insert(body.kind());
+        let Value::Object(map) = serde_json::to_value(body).unwrap() else {
+            panic!("body is not an object")
+        };
+        let mut env = Envelope::new();
+        env.extend_object(body).unwrap();
+        assert_eq!(env.len(), map.len(), "{body:?}");
+        for (k, v) in &map {
+            let want = agent_audit::jcs::canonicalize(v).unwrap();
+            assert_eq!(
+                env.get_raw(k).map(String::from_utf8_lossy),
+                Some(String::from_utf8_lossy(&want)),
+                "field {k} of {body:?}"
+            );
+        }
+    }
+    assert!(kinds.len() >= 10, "{kinds:?}");
+}
