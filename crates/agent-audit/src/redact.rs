@@ -901,6 +901,10 @@ struct Needle {
 /// The first four bytes of `b` as a little-endian word (zero-padded) and the mask of
 /// the bytes present.
 fn head_word(b: &[u8]) -> (u32, u32) {
+    // The common case, four bytes or more, in one load.
+    if let Some(&[a, b1, c, d]) = b.first_chunk::<4>() {
+        return (u32::from_le_bytes([a, b1, c, d]), u32::MAX);
+    }
     let mut word = [0u8; 4];
     let mut mask = [0u8; 4];
     for ((w, m), &c) in word.iter_mut().zip(mask.iter_mut()).zip(b) {
@@ -1439,52 +1443,89 @@ impl Redactor {
     /// empty strings under secret keys are kept: they carry no secret and their
     /// presence is useful evidence. Counts what was found into `report`.
     pub fn redact_value(&self, value: &mut Value, report: &mut RedactionReport) {
-        // An explicit stack instead of recursion: values built in code (not parsed)
-        // have no depth limit, and the writer thread must not overflow its stack.
+        self.redact_tree(value, report, 0);
+    }
+
+    /// [`Redactor::redact_value`] by recursion down to [`MAX_RECURSION`] levels, which
+    /// needs no heap allocation; deeper subtrees go to [`Redactor::redact_deep`].
+    fn redact_tree(&self, value: &mut Value, report: &mut RedactionReport, depth: usize) {
+        self.redact_node(value, report, &mut |child, report| {
+            if depth < MAX_RECURSION {
+                self.redact_tree(child, report, depth + 1);
+            } else {
+                self.redact_deep(child, report);
+            }
+        });
+    }
+
+    /// [`Redactor::redact_value`] with an explicit stack instead of recursion: values
+    /// built in code (not parsed) have no depth limit, and the writer thread must not
+    /// overflow its stack.
+    fn redact_deep(&self, value: &mut Value, report: &mut RedactionReport) {
         let mut stack: Vec<&mut Value> = Vec::with_capacity(16);
         stack.push(value);
         while let Some(v) = stack.pop() {
-            match v {
-                Value::String(s) => {
-                    if let Cow::Owned(new) = self.redact_str(s, report) {
-                        *s = new;
-                    }
+            self.redact_node(v, report, &mut |child, _| stack.push(child));
+        }
+    }
+
+    /// Redacts one node of a value: a string or integer in place, an object's keys and
+    /// the values under its secret keys. Every other child (array items, values under
+    /// plain keys) goes to `visit`. Nodes are independent of each other, so the order
+    /// in which children are visited does not change the result.
+    fn redact_node<'v>(
+        &self,
+        v: &'v mut Value,
+        report: &mut RedactionReport,
+        visit: &mut dyn FnMut(&'v mut Value, &mut RedactionReport),
+    ) {
+        match v {
+            Value::String(s) => {
+                if let Cow::Owned(new) = self.redact_str(s, report) {
+                    *s = new;
                 }
-                Value::Number(n) => {
-                    if n.is_u64() || n.is_i64() {
-                        // Formatted on the stack: most numbers are small and clean.
-                        let mut buf = [0u8; 24];
-                        let mut cursor = buf.as_mut_slice();
-                        let text =
-                            match std::io::Write::write_fmt(&mut cursor, format_args!("{n}")) {
-                                Ok(()) => {
-                                    let len = 24 - cursor.len();
-                                    buf.get(..len)
-                                        .and_then(|b| std::str::from_utf8(b).ok())
-                                        .map(Cow::Borrowed)
-                                }
-                                Err(_) => None,
-                            }
-                            .unwrap_or_else(|| Cow::Owned(n.to_string()));
-                        if let Cow::Owned(new) = self.redact_str(&text, report) {
-                            *v = Value::String(new);
-                        }
-                    }
-                }
-                Value::Array(items) => stack.extend(items.iter_mut()),
-                Value::Object(map) => {
-                    self.redact_keys(map, report);
-                    let service_account =
-                        map.get("type").and_then(Value::as_str) == Some("service_account");
-                    for (key, child) in map.iter_mut() {
-                        match self.secret_key_kind(key, service_account) {
-                            Some(kind) => self.redact_whole(child, kind, report),
-                            None => stack.push(child),
-                        }
-                    }
-                }
-                Value::Null | Value::Bool(_) => {}
             }
+            Value::Number(n) => {
+                // Formatted on the stack, as `Display` would: most numbers are small
+                // and clean.
+                let mut buf = [0u8; 24];
+                let text = match (n.as_u64(), n.as_i64()) {
+                    (Some(u), _) => format_integer(u, false, &mut buf),
+                    (None, Some(i)) => format_integer(i.unsigned_abs(), i < 0, &mut buf),
+                    (None, None) => return,
+                };
+                if let Cow::Owned(new) = self.redact_str(text, report) {
+                    *v = Value::String(new);
+                }
+            }
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    visit(item, report);
+                }
+            }
+            Value::Object(map) => {
+                // One pass over the keys tells whether any could hold something to
+                // redact, and whether any could name a service account's private key
+                // (only then is `type` looked up).
+                let (mut may_hold, mut may_private_key) = (!self.custom.is_empty(), false);
+                for k in map.keys() {
+                    let (hold, private_key) = key_flags(k);
+                    may_hold |= hold;
+                    may_private_key |= private_key;
+                }
+                if may_hold && self.redact_keys(map, report) {
+                    may_private_key = map.keys().any(|k| key_flags(k).1);
+                }
+                let service_account = may_private_key
+                    && map.get("type").and_then(Value::as_str) == Some("service_account");
+                for (key, child) in map.iter_mut() {
+                    match self.secret_key_kind(key, service_account) {
+                        Some(kind) => self.redact_whole(child, kind, report),
+                        None => visit(child, report),
+                    }
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
         }
     }
 
@@ -1544,7 +1585,11 @@ impl Redactor {
             }
             None => {
                 out.push_str("[REDACTED:");
-                out.push_str(&kind.label());
+                // `kind.label()`, without building it first.
+                out.extend(kind.as_str().chars().map(|c| match c {
+                    '-' => '_',
+                    c => c.to_ascii_uppercase(),
+                }));
                 out.push(']');
             }
         }
@@ -1571,7 +1616,7 @@ impl Redactor {
         }
         // One pass finds the number regions and the rare bytes that gate the `Q~`,
         // `@` and `%40` families.
-        let scan = scan_bytes(text.as_bytes());
+        let scan = quick_scan(text.as_bytes()).unwrap_or_else(|| scan_bytes(text.as_bytes()));
         if self.may_hold_literal(text) {
             self.scan_prefiltered(&self.secrets, text, &mut out, true);
         }
@@ -2081,13 +2126,18 @@ impl Redactor {
     }
 
     /// Renames object keys that contain PII (an e-mail address used as a map key).
-    fn redact_keys(&self, map: &mut serde_json::Map<String, Value>, report: &mut RedactionReport) {
+    /// Returns whether any key changed.
+    fn redact_keys(
+        &self,
+        map: &mut serde_json::Map<String, Value>,
+        report: &mut RedactionReport,
+    ) -> bool {
         let mut key_report = RedactionReport::new();
         if !map.keys().any(|k| {
             (!self.custom.is_empty() || may_hold_value(k))
                 && matches!(self.redact_str(k, &mut key_report), Cow::Owned(_))
         }) {
-            return;
+            return false;
         }
         let old = std::mem::take(map);
         for (key, child) in old {
@@ -2104,10 +2154,20 @@ impl Redactor {
             }
             map.insert(new_key, child);
         }
+        true
     }
 
     /// The kind to use for the value under `key`, or None when the key is not secret.
     fn secret_key_kind(&self, key: &str, service_account: bool) -> Option<RedactionKind> {
+        // Without configured names or a service account, only the built-in names can
+        // match: rule most keys out from their last three letters and digits, which
+        // are the last three bytes of the normalised key.
+        if self.secret_keys.is_empty()
+            && !service_account
+            && !raw_tail3(key).is_some_and(|t| SECRET_KEY_TAILS.contains(&t))
+        {
+            return None;
+        }
         // Normalised on the stack: keys are short, and this runs for every key.
         let mut buf = [0u8; 64];
         let owned;
@@ -2183,6 +2243,76 @@ fn may_hold_value(key: &str) -> bool {
         || key
             .bytes()
             .any(|b| b.is_ascii_digit() || matches!(b, b'@' | b'%' | b':') || !b.is_ascii())
+}
+
+/// [`KEY_CLASS`] bit of the bytes [`may_hold_value`] looks for.
+const KEY_HOLD: u8 = 1;
+/// [`KEY_CLASS`] bit of `k` and `K`.
+const KEY_K: u8 = 2;
+
+/// Per byte of an object key: [`KEY_HOLD`] for ASCII digits, `@`, `%`, `:` and
+/// non-ASCII bytes; [`KEY_K`] for `k` and `K`.
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const KEY_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_digit() || matches!(c, b'@' | b'%' | b':') || !c.is_ascii() {
+            KEY_HOLD
+        } else if c == b'k' || c == b'K' {
+            KEY_K
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
+
+/// In one pass over `key`: [`may_hold_value`], and whether the key could normalise
+/// ([`normalize_key`]) to `privatekey` or `privatekeyid` (ten bytes or more, one of
+/// them a `k`).
+fn key_flags(key: &str) -> (bool, bool) {
+    let mut acc = 0u8;
+    for b in key.bytes() {
+        acc |= KEY_CLASS.get(usize::from(b)).copied().unwrap_or(KEY_HOLD);
+    }
+    (
+        key.len() > 40 || acc & KEY_HOLD != 0,
+        key.len() >= "privatekey".len() && acc & KEY_K != 0,
+    )
+}
+
+/// Levels of [`Redactor::redact_value`] handled by recursion before switching to an
+/// explicit stack.
+const MAX_RECURSION: usize = 32;
+
+/// Writes the decimal form of an integer (`-` first when `negative`) into the end of
+/// `buf`, as `Display` does, and returns it.
+fn format_integer(mut n: u64, negative: bool, buf: &mut [u8; 24]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(slot) = buf.get_mut(i) {
+            // `n % 10` is below 10.
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        i -= 1;
+        if let Some(slot) = buf.get_mut(i) {
+            *slot = b'-';
+        }
+    }
+    buf.get(i..)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or_default()
 }
 
 /// Sorts findings and drops overlaps, keeping the higher-priority one (a URL password
@@ -2294,7 +2424,7 @@ const HAS_TILDE: u8 = 1;
 const HAS_AT: u8 = 2;
 const HAS_PERCENT: u8 = 4;
 
-fn rare_bit(c: u8) -> u8 {
+const fn rare_bit(c: u8) -> u8 {
     match c {
         b'~' => HAS_TILDE,
         b'@' => HAS_AT,
@@ -2309,6 +2439,51 @@ struct ByteScan {
     regions: Vec<(usize, usize)>,
     /// `HAS_*` bits.
     rare: u8,
+}
+
+/// Set in [`BYTE_CLASS`] for the bytes that can start a [`scan_bytes`] region: every
+/// region comes from a digit run or from colons.
+const NEEDS_SCAN: u8 = 0x80;
+
+/// Per byte: [`NEEDS_SCAN`] for ASCII digits and `:`, and the [`rare_bit`] bits.
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_digit() || c == b':' {
+            NEEDS_SCAN
+        } else {
+            rare_bit(c)
+        };
+        b += 1;
+    }
+    table
+};
+
+/// Strings up to this length go through [`quick_scan`] first.
+const QUICK_SCAN_MAX_LEN: usize = 128;
+
+/// [`scan_bytes`] for a short text with no digit and no `:`, where it would find no
+/// region and only the rare bytes: one table lookup per byte. None when the text is
+/// long or has a digit or a colon (then `scan_bytes` must run).
+fn quick_scan(bytes: &[u8]) -> Option<ByteScan> {
+    if bytes.len() > QUICK_SCAN_MAX_LEN {
+        return None;
+    }
+    let mut acc = 0u8;
+    for &b in bytes {
+        acc |= BYTE_CLASS
+            .get(usize::from(b))
+            .copied()
+            .unwrap_or(NEEDS_SCAN);
+    }
+    (acc & NEEDS_SCAN == 0).then(|| ByteScan {
+        regions: Vec::new(),
+        rare: acc,
+    })
 }
 
 /// State of the digit run being read by [`scan_bytes`].
@@ -2699,7 +2874,81 @@ const NOT_SECRET_SUFFIXES: &[&str] = &[
     "resumetoken",
 ];
 
+/// The last three bytes of `s` as a number (0 when shorter).
+const fn tail3(s: &[u8]) -> u32 {
+    match s {
+        [.., a, b, c] => ((*a as u32) << 16) | ((*b as u32) << 8) | (*c as u32),
+        _ => 0,
+    }
+}
+
+/// [`tail3`] of every entry of [`SECRET_KEY_EXACT`] and [`SECRET_KEY_SUFFIXES`]: a
+/// normalised key whose last three bytes are none of these is neither one of the exact
+/// names nor ends with one of the suffixes, so [`is_secret_key`] is false for it.
+/// Computed from the lists at compile time, so it cannot drift from them.
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const SECRET_KEY_TAILS: [u32; SECRET_KEY_EXACT.len() + SECRET_KEY_SUFFIXES.len()] = {
+    let mut out = [0u32; SECRET_KEY_EXACT.len() + SECRET_KEY_SUFFIXES.len()];
+    let mut i = 0;
+    while i < SECRET_KEY_EXACT.len() {
+        out[i] = tail3(SECRET_KEY_EXACT[i].as_bytes());
+        i += 1;
+    }
+    let mut j = 0;
+    while j < SECRET_KEY_SUFFIXES.len() {
+        out[i + j] = tail3(SECRET_KEY_SUFFIXES[j].as_bytes());
+        j += 1;
+    }
+    out
+};
+
+/// Every built-in secret key name is at least this long (checked at compile time), so
+/// [`SECRET_KEY_TAILS`] sees all of its tail.
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const SECRET_KEY_MIN_LEN: usize = {
+    let mut min = usize::MAX;
+    let mut i = 0;
+    while i < SECRET_KEY_EXACT.len() {
+        if SECRET_KEY_EXACT[i].len() < min {
+            min = SECRET_KEY_EXACT[i].len();
+        }
+        i += 1;
+    }
+    let mut j = 0;
+    while j < SECRET_KEY_SUFFIXES.len() {
+        if SECRET_KEY_SUFFIXES[j].len() < min {
+            min = SECRET_KEY_SUFFIXES[j].len();
+        }
+        j += 1;
+    }
+    assert!(
+        min >= 3,
+        "tail3 needs built-in secret key names of 3 bytes or more"
+    );
+    min
+};
+
+/// [`tail3`] of [`normalize_key`]`(key)`, without normalising the whole key; None when
+/// the normalised key would be shorter than three bytes (and so shorter than every
+/// built-in name, see [`SECRET_KEY_MIN_LEN`]).
+fn raw_tail3(key: &str) -> Option<u32> {
+    let mut tail = key
+        .bytes()
+        .rev()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| u32::from(b.to_ascii_lowercase()));
+    let (c, b, a) = (tail.next()?, tail.next()?, tail.next()?);
+    Some((a << 16) | (b << 8) | c)
+}
+
 fn is_secret_key(normalized: &[u8]) -> bool {
+    // Most keys are not secret: rule them out with one lookup of their last three
+    // bytes before comparing against every name.
+    if normalized.len() < SECRET_KEY_MIN_LEN || !SECRET_KEY_TAILS.contains(&tail3(normalized)) {
+        return false;
+    }
     if NOT_SECRET_SUFFIXES
         .iter()
         .any(|s| normalized.ends_with(s.as_bytes()))
@@ -2736,7 +2985,8 @@ fn is_placeholder(v: &str) -> bool {
     };
     if bytes
         .windows(b"redacted".len())
-        .any(|w| w.eq_ignore_ascii_case(b"redacted"))
+        // The first byte alone rules out most windows.
+        .any(|w| matches!(w.first(), Some(b'r' | b'R')) && w.eq_ignore_ascii_case(b"redacted"))
         || starts_ci(b"your")
         || starts_ci(b"<your")
     {
@@ -3030,6 +3280,54 @@ fn labelled_value_ok(text: &str, hit: &Hit<'_>, key: &str, value: &str) -> bool 
     !spaced || looks_credential(value)
 }
 
+/// File extensions that end an `x@y.ext` which is a file name rather than an address.
+/// Lowercase ASCII, at most [`FILE_EXT_MAX`] bytes.
+const FILE_EXTS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tiff", "pdf", "txt", "log", "json",
+    "yaml", "yml", "toml", "lock", "js", "ts", "tsx", "jsx", "css", "html", "map",
+];
+
+const FILE_EXT_MAX: usize = 4;
+
+/// Packs up to [`FILE_EXT_MAX`] bytes, lowercased, and their count into one number: two
+/// strings of at most that length pack equally exactly when they are equal ignoring
+/// ASCII case.
+const fn pack_ext(s: &[u8]) -> u64 {
+    let mut packed = s.len() as u64;
+    let mut rest = s;
+    let mut i = 0;
+    while let [first, tail @ ..] = rest {
+        if i >= FILE_EXT_MAX {
+            break;
+        }
+        packed |= (first.to_ascii_lowercase() as u64) << (8 * (i + 1));
+        rest = tail;
+        i += 1;
+    }
+    packed
+}
+
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const FILE_EXTS_PACKED: [u64; FILE_EXTS.len()] = {
+    let mut out = [0u64; FILE_EXTS.len()];
+    let mut i = 0;
+    while i < FILE_EXTS.len() {
+        assert!(
+            FILE_EXTS[i].len() <= FILE_EXT_MAX,
+            "extension too long to pack"
+        );
+        out[i] = pack_ext(FILE_EXTS[i].as_bytes());
+        i += 1;
+    }
+    out
+};
+
+/// `FILE_EXTS` contains `tld` lowercased: one packed comparison per extension.
+fn is_file_ext(tld: &str) -> bool {
+    tld.len() <= FILE_EXT_MAX && FILE_EXTS_PACKED.contains(&pack_ext(tld.as_bytes()))
+}
+
 fn validate_email(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let value = text.get(start..end)?;
     let (at, at_len) = match value.find('@') {
@@ -3055,16 +3353,16 @@ fn validate_email(text: &str, start: usize, end: usize) -> Option<(usize, usize)
     // is an ellipsis), so trim it rather than reject the address.
     let trimmed = local.trim_start_matches('.');
     let start = start + (local.len() - trimmed.len());
-    if trimmed.is_empty() || trimmed.ends_with('.') || trimmed.contains("..") {
+    // `contains("..")` without setting up a substring searcher.
+    if trimmed.is_empty()
+        || trimmed.ends_with('.')
+        || trimmed.as_bytes().windows(2).any(|w| w == b"..")
+    {
         return None;
     }
-    let tld = domain.rsplit('.').next()?.to_ascii_lowercase();
+    let tld = domain.rsplit('.').next()?;
     // `icon@2x.png`: a retina image name, not an address.
-    const FILE_EXTS: &[&str] = &[
-        "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tiff", "pdf", "txt", "log",
-        "json", "yaml", "yml", "toml", "lock", "js", "ts", "tsx", "jsx", "css", "html", "map",
-    ];
-    if FILE_EXTS.contains(&tld.as_str()) {
+    if is_file_ext(tld) {
         return None;
     }
     // `git@github.com:org/repo.git` and `deploy@host.example.com:/srv`: scp-style
@@ -3085,19 +3383,28 @@ fn is_ssh_target(text: &str, start: usize) -> bool {
     let Some(before) = text.get(lo..start) else {
         return false;
     };
-    let command = match before
-        .bytes()
-        .rposition(|b| matches!(b, b'\n' | b';' | b'|' | b'&'))
-    {
+    // The last of `\n`, `;`, `|` and `&`, found with the SIMD searchers.
+    let bytes = before.as_bytes();
+    let sep = memchr::memrchr3(b'\n', b';', b'|', bytes).max(memchr::memrchr(b'&', bytes));
+    let command = match sep {
         Some(i) => before.get(i + 1..).unwrap_or_default(),
         None => before,
     };
-    // Every command name below contains one of these; most text has none.
-    if !command
-        .as_bytes()
-        .windows(3)
-        .any(|w| matches!(w, b"ssh" | b"scp" | b"sft" | b"rsy" | b"mos"))
-    {
+    // Every command name below contains one of these; most text has none. Only the
+    // positions of their first bytes are checked.
+    let cmd = command.as_bytes();
+    if !memchr::memchr3_iter(b's', b'r', b'm', cmd).any(|i| {
+        matches!(
+            cmd.get(i..i + 3),
+            Some(
+                [b's', b's', b'h']
+                    | [b's', b'c', b'p']
+                    | [b's', b'f', b't']
+                    | [b'r', b's', b'y']
+                    | [b'm', b'o', b's']
+            )
+        )
+    }) {
         return false;
     }
     command.split_whitespace().any(|word| {
@@ -3849,6 +4156,226 @@ mod tests {
             "password: ${DB_PASSWORD}",
         ] {
             assert_eq!(kinds(&r, code), vec![], "{code}");
+        }
+    }
+
+    /// Strings for the fast-path tests: every corpus text, pieces of them, and
+    /// generated strings over an alphabet rich in the bytes the fast paths look at.
+    fn fast_path_inputs() -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in load_corpus() {
+            let chars: Vec<char> = case.text.chars().collect();
+            for _ in 0..4 {
+                let a = (next() as usize) % (chars.len() + 1);
+                let b = a + (next() as usize) % (chars.len() - a + 1);
+                out.push(chars[a..b].iter().collect());
+            }
+            out.push(case.text);
+        }
+        let alphabet: Vec<char> = "aAkKsShHrRmMoOpPtTyYcCfFdDeE019:@~%.-_/ \n;|&é日🙂Q"
+            .chars()
+            .collect();
+        for _ in 0..20_000 {
+            let len = (next() as usize) % 150;
+            out.push(
+                (0..len)
+                    .map(|_| alphabet[(next() as usize) % alphabet.len()])
+                    .collect(),
+            );
+        }
+        for word in [
+            "ssh deploy@host.example.com",
+            "rsync -a x jane@acme.io",
+            "cd /srv; ssh jane@acme.io",
+            "mosh a@b.io",
+            "/usr/bin/scp f jane@acme.io",
+        ] {
+            out.push(word.to_owned());
+        }
+        out
+    }
+
+    /// The secret-key test as it was before the tail check: every list compared.
+    fn is_secret_key_reference(normalized: &[u8]) -> bool {
+        !NOT_SECRET_SUFFIXES
+            .iter()
+            .any(|s| normalized.ends_with(s.as_bytes()))
+            && (SECRET_KEY_EXACT.iter().any(|s| normalized == s.as_bytes())
+                || SECRET_KEY_SUFFIXES
+                    .iter()
+                    .any(|s| normalized.ends_with(s.as_bytes())))
+    }
+
+    /// `is_ssh_target` as it was before the SIMD searches.
+    fn is_ssh_target_reference(text: &str, start: usize) -> bool {
+        let lo = floor_char_boundary(text, start.saturating_sub(200));
+        let Some(before) = text.get(lo..start) else {
+            return false;
+        };
+        let command = match before
+            .bytes()
+            .rposition(|b| matches!(b, b'\n' | b';' | b'|' | b'&'))
+        {
+            Some(i) => before.get(i + 1..).unwrap_or_default(),
+            None => before,
+        };
+        if !command
+            .as_bytes()
+            .windows(3)
+            .any(|w| matches!(w, b"ssh" | b"scp" | b"sft" | b"rsy" | b"mos"))
+        {
+            return false;
+        }
+        command.split_whitespace().any(|word| {
+            let name = word.rsplit('/').next().unwrap_or_default();
+            matches!(
+                name,
+                "ssh" | "scp" | "sftp" | "rsync" | "mosh" | "autossh" | "ssh-copy-id" | "sshpass"
+            )
+        })
+    }
+
+    /// Every shortcut gives exactly what the full computation gives: the byte scan's
+    /// table pass, the secret-key tail check, the key flags, the extension packing,
+    /// the SSH-target search and the integer formatting.
+    #[test]
+    fn fast_paths_match_full_scans() {
+        let r = redactor();
+        let configured = Redactor::new(RedactionConfig {
+            secret_keys: vec!["pin".into(), "ab".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let inputs = fast_path_inputs();
+        let mut quick = 0;
+        for s in &inputs {
+            let bytes = s.as_bytes();
+            if let Some(q) = quick_scan(bytes) {
+                quick += 1;
+                let full = scan_bytes(bytes);
+                assert_eq!(q.regions, full.regions, "{s:?}");
+                assert_eq!(q.rare, full.rare, "{s:?}");
+            }
+            // Keys: the tail check against every list.
+            let normalized = normalize_key(s);
+            let reference = is_secret_key_reference(normalized.as_bytes());
+            assert_eq!(is_secret_key(normalized.as_bytes()), reference, "{s:?}");
+            let kind = reference.then(|| {
+                if normalized.ends_with("secretaccesskey") {
+                    RedactionKind::AwsKey
+                } else {
+                    RedactionKind::SecretValue
+                }
+            });
+            assert_eq!(r.secret_key_kind(s, false), kind, "{s:?}");
+            if normalized.len() >= 3 {
+                assert_eq!(raw_tail3(s), Some(tail3(normalized.as_bytes())), "{s:?}");
+            } else {
+                assert_eq!(raw_tail3(s), None, "{s:?}");
+            }
+            let configured_reference =
+                reference || ["pin", "ab"].iter().any(|k| normalized.ends_with(k));
+            assert_eq!(
+                configured.secret_key_kind(s, false).is_some(),
+                configured_reference,
+                "{s:?}"
+            );
+            let (hold, private_key) = key_flags(s);
+            assert_eq!(hold, may_hold_value(s), "{s:?}");
+            if normalized == "privatekey" || normalized == "privatekeyid" {
+                assert!(private_key, "{s:?}");
+            }
+            for tld in [s.as_str(), s.rsplit('.').next().unwrap_or_default()] {
+                assert_eq!(
+                    is_file_ext(tld),
+                    [
+                        "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tiff", "pdf",
+                        "txt", "log", "json", "yaml", "yml", "toml", "lock", "js", "ts", "tsx",
+                        "jsx", "css", "html", "map",
+                    ]
+                    .contains(&tld.to_ascii_lowercase().as_str()),
+                    "{tld:?}"
+                );
+            }
+            // At every `@` (where e-mail validation asks) and a sample of other places.
+            for (i, _) in s
+                .char_indices()
+                .chain([(s.len(), '@')])
+                .filter(|&(i, c)| c == '@' || i % 5 == 0)
+            {
+                assert_eq!(
+                    is_ssh_target(s, i),
+                    is_ssh_target_reference(s, i),
+                    "{s:?} at {i}"
+                );
+            }
+            for i in 0..bytes.len() {
+                let tail = &bytes[i..];
+                let mut word = [0u8; 4];
+                let mut mask = [0u8; 4];
+                for ((w, m), &c) in word.iter_mut().zip(mask.iter_mut()).zip(tail) {
+                    *w = c;
+                    *m = 0xFF;
+                }
+                assert_eq!(
+                    head_word(tail),
+                    (u32::from_le_bytes(word), u32::from_le_bytes(mask))
+                );
+            }
+        }
+        // The table pass must not be vacuous.
+        assert!(quick > 1000, "only {quick} strings took the quick scan");
+        for key in [
+            "PASSWORD",
+            "api-key",
+            "x.Token",
+            "page_token",
+            "pwd",
+            "SetCookie",
+            "ab",
+        ] {
+            let n = normalize_key(key);
+            assert_eq!(
+                is_secret_key(n.as_bytes()),
+                is_secret_key_reference(n.as_bytes()),
+                "{key}"
+            );
+        }
+        let mut numbers: Vec<i128> = vec![
+            0,
+            1,
+            -1,
+            9,
+            10,
+            99,
+            100,
+            4_111_111_111_111_111,
+            i128::from(u64::MAX),
+            i128::from(i64::MIN),
+            i128::from(i64::MAX),
+        ];
+        numbers.extend((0..64).map(|k| 1i128 << k));
+        numbers.extend((0..63).map(|k| -(1i128 << k)));
+        for n in numbers {
+            let value = match (u64::try_from(n), i64::try_from(n)) {
+                (Ok(u), _) => serde_json::Number::from(u),
+                (_, Ok(i)) => serde_json::Number::from(i),
+                _ => continue,
+            };
+            let mut buf = [0u8; 24];
+            let text = match (value.as_u64(), value.as_i64()) {
+                (Some(u), _) => format_integer(u, false, &mut buf).to_owned(),
+                (None, Some(i)) => format_integer(i.unsigned_abs(), i < 0, &mut buf).to_owned(),
+                (None, None) => unreachable!(),
+            };
+            assert_eq!(text, value.to_string());
         }
     }
 

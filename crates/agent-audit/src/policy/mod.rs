@@ -110,7 +110,12 @@ pub struct Numeric {
 
 impl Numeric {
     fn is_empty(&self) -> bool {
-        *self == Numeric::default()
+        // The same as `*self == Numeric::default()`, field by field.
+        self.duration_ms_over.is_none()
+            && self.output_bytes_over.is_none()
+            && self.tokens_over.is_none()
+            && self.cost_usd_over.is_none()
+            && !self.permissions_denied
     }
 }
 
@@ -358,7 +363,7 @@ struct Memory {
 impl Memory {
     fn trace(&mut self, id: TraceId) -> &mut TraceMemory {
         self.clock += 1;
-        if !self.traces.contains_key(&id) && self.traces.len() >= MAX_TRACES {
+        if self.traces.len() >= MAX_TRACES && !self.traces.contains_key(&id) {
             self.evict();
         }
         let clock = self.clock;
@@ -393,52 +398,215 @@ pub struct PolicyEngine {
     default_require: Vec<Requirement>,
     internal_hosts: Vec<Glob>,
     memory: Mutex<Memory>,
-    /// Content rules that apply to each tool name seen, so the globs are
+    /// The rules that apply to each tool name seen, so the globs are
     /// matched once per tool, not once per call.
-    tool_rules: Mutex<HashMap<String, std::sync::Arc<[usize]>>>,
+    tool_rules: Mutex<ToolCache>,
 }
 
-/// Text of each payload part, rendered on first use.
+/// The rules whose tool globs admit one tool name (or, for events that
+/// are not tool calls, the rules without tool globs).
+#[derive(Debug, Default)]
+struct ToolRules {
+    /// The tool's name (empty for events that are not tool calls).
+    name: Box<str>,
+    /// Content rules (their kinds are checked per event).
+    content: Box<[usize]>,
+    /// Rate rules counting the tool.
+    rates: Box<[usize]>,
+    /// Baseline rules watching the tool.
+    baselines: Box<[usize]>,
+}
+
+/// [`ToolRules`] per tool name seen, and for events that are not tool calls.
+#[derive(Debug, Default)]
+struct ToolCache {
+    tools: HashMap<String, std::sync::Arc<ToolRules>>,
+    non_tool: Option<std::sync::Arc<ToolRules>>,
+    /// The last few tools looked up: compared before hashing the name.
+    recent: [Option<std::sync::Arc<ToolRules>>; RECENT_TOOLS],
+    /// The entry of `recent` the next new tool replaces.
+    next: usize,
+}
+
+const RECENT_TOOLS: usize = 4;
+
+impl ToolCache {
+    fn get(&mut self, tool: &str) -> Option<std::sync::Arc<ToolRules>> {
+        for rules in self.recent.iter().flatten() {
+            if *rules.name == *tool {
+                return Some(rules.clone());
+            }
+        }
+        let rules = self.tools.get(tool)?.clone();
+        self.remember_recent(&rules);
+        Some(rules)
+    }
+
+    fn remember_recent(&mut self, rules: &std::sync::Arc<ToolRules>) {
+        if let Some(slot) = self.recent.get_mut(self.next % RECENT_TOOLS) {
+            *slot = Some(rules.clone());
+        }
+        self.next = (self.next + 1) % RECENT_TOOLS;
+    }
+}
+
+/// Text of each payload part, rendered on first use into buffers kept
+/// from one event to the next ([`Scratch`]).
 struct Texts<'a> {
-    payload: &'a std::collections::BTreeMap<PayloadPart, Value>,
-    rendered: Vec<(PayloadPart, String, bool)>,
+    payload: Payload<'a>,
+    /// Rendered parts (text, whether cut): the first `used` are this event's.
+    rendered: &'a mut Vec<(PayloadPart, String, bool)>,
+    used: usize,
+    /// The text of several parts, one after the other.
+    joined: &'a mut String,
+}
+
+/// The payload parts a check looks at.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    /// An event's parts.
+    Parts(&'a std::collections::BTreeMap<PayloadPart, Value>),
+    /// Only the arguments, before the call (not copied into a map).
+    Args(&'a Value),
+}
+
+impl<'a> Payload<'a> {
+    fn get(self, p: PayloadPart) -> Option<&'a Value> {
+        match self {
+            Payload::Parts(parts) => parts.get(&p),
+            Payload::Args(args) => (p == PayloadPart::Args).then_some(args),
+        }
+    }
 }
 
 impl<'a> Texts<'a> {
-    fn new(payload: &'a std::collections::BTreeMap<PayloadPart, Value>) -> Self {
+    fn new(
+        payload: Payload<'a>,
+        rendered: &'a mut Vec<(PayloadPart, String, bool)>,
+        joined: &'a mut String,
+    ) -> Self {
         Texts {
             payload,
-            rendered: Vec::new(),
+            rendered,
+            used: 0,
+            joined,
         }
+    }
+
+    /// Position of part `p` in `rendered`, rendering it first if needed.
+    fn render(&mut self, p: PayloadPart) -> usize {
+        let done = self.rendered.get(..self.used).unwrap_or_default();
+        if let Some(i) = done.iter().position(|(q, _, _)| *q == p) {
+            return i;
+        }
+        let at = self.used;
+        if at == self.rendered.len() {
+            self.rendered.push((p, String::new(), false));
+        }
+        if let Some(slot) = self.rendered.get_mut(at) {
+            slot.0 = p;
+            slot.1.clear();
+            slot.2 = self
+                .payload
+                .get(p)
+                .is_some_and(|v| content::render_text(v, &mut slot.1));
+        }
+        self.used = at + 1;
+        at
     }
 
     fn part(&mut self, p: PayloadPart) -> &str {
-        if let Some(i) = self.rendered.iter().position(|(q, _, _)| *q == p) {
-            return &self.rendered[i].1;
-        }
-        let mut s = String::new();
-        let cut = self
-            .payload
-            .get(&p)
-            .is_some_and(|v| content::render_text(v, &mut s));
-        self.rendered.push((p, s, cut));
-        self.rendered.last().map(|r| r.1.as_str()).unwrap_or("")
+        let i = self.render(p);
+        self.rendered.get(i).map_or("", |r| r.1.as_str())
     }
 
     /// The text of several parts, one after the other.
-    fn joined(&mut self, parts: &[PayloadPart]) -> std::borrow::Cow<'_, str> {
+    fn joined(&mut self, parts: &[PayloadPart]) -> &str {
         if let [one] = parts {
-            return std::borrow::Cow::Borrowed(self.part(*one));
+            return self.part(*one);
         }
-        let mut out = String::new();
-        for p in parts {
-            out.push_str(self.part(*p));
+        let mut at = [0usize; 16];
+        if parts.len() > at.len() {
+            // More parts than there are kinds of part: not from a policy file.
+            let mut out = String::new();
+            for p in parts {
+                out.push_str(self.part(*p));
+            }
+            *self.joined = out;
+            return self.joined;
         }
-        std::borrow::Cow::Owned(out)
+        for (slot, p) in at.iter_mut().zip(parts) {
+            *slot = self.render(*p);
+        }
+        self.joined.clear();
+        for i in at.iter().take(parts.len()) {
+            if let Some(r) = self.rendered.get(*i) {
+                self.joined.push_str(&r.1);
+            }
+        }
+        self.joined
     }
 
     fn truncated(&self) -> bool {
-        self.rendered.iter().any(|r| r.2)
+        self.rendered
+            .get(..self.used)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r.2)
+    }
+}
+
+/// What one pattern group's set found in this event's text.
+#[derive(Debug, Default)]
+enum GroupMatch {
+    /// Not searched yet.
+    #[default]
+    Unknown,
+    /// The event has no such part.
+    Absent,
+    /// Searched: no pattern matched.
+    Nothing,
+    /// Searched: these patterns matched.
+    Found(regex::SetMatches),
+}
+
+/// Buffers the content checks reuse from one event to the next (one set
+/// per thread), so a typical event allocates nothing for them.
+#[derive(Debug, Default)]
+struct Scratch {
+    rendered: Vec<(PayloadPart, String, bool)>,
+    joined: String,
+    groups: Vec<GroupMatch>,
+}
+
+/// Buffers larger than this are freed after use rather than kept.
+const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
+
+impl Scratch {
+    /// Runs `f` with this thread's scratch buffers (empty ones if they are
+    /// in use further up the stack).
+    fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+        }
+        let mut s = SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default();
+        let out = f(&mut s);
+        s.trim();
+        let _ = SCRATCH.try_with(|cell| cell.set(s));
+        out
+    }
+
+    /// Drops what a huge event left behind.
+    fn trim(&mut self) {
+        for r in &mut self.rendered {
+            if r.1.capacity() > SCRATCH_KEEP_BYTES {
+                r.1 = String::new();
+            }
+        }
+        if self.joined.capacity() > SCRATCH_KEEP_BYTES {
+            self.joined = String::new();
+        }
+        self.groups.clear();
     }
 }
 
@@ -458,6 +626,16 @@ fn risk_of(verdicts: &[Verdict], base: u32) -> Risk {
         flags,
         score: score.min(100),
     }
+}
+
+/// Positions of the items that `keep` accepts.
+fn indices<T>(items: &[T], keep: impl Fn(&T) -> bool) -> Box<[usize]> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| keep(item))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 fn tool_name(event: &Event) -> Option<&str> {
@@ -500,7 +678,7 @@ impl PolicyEngine {
             default_require: self.default_require.clone(),
             internal_hosts: self.internal_hosts.clone(),
             memory: Mutex::new(Memory::default()),
-            tool_rules: Mutex::new(HashMap::new()),
+            tool_rules: Mutex::new(ToolCache::default()),
         }
     }
 
@@ -613,24 +791,20 @@ impl PolicyEngine {
         if gate.is_open() {
             return out;
         }
-        let mut payload = std::collections::BTreeMap::new();
-        payload.insert(PayloadPart::Args, args.clone());
-        let mut texts = Texts::new(&payload);
-        let mut matched_cache: Vec<Option<regex::SetMatches>> = Vec::new();
-        let mut all: Vec<usize> = gate.content.clone();
-        for f in &gate.feeders {
-            if !all.contains(f) {
-                all.push(*f);
+        let feeders = gate.feeders.iter().filter(|f| !gate.content.contains(f));
+        let all = gate.content.iter().chain(feeders);
+        Scratch::with(|s| {
+            s.groups.resize_with(self.groups.len(), GroupMatch::default);
+            let mut texts = Texts::new(Payload::Args(args), &mut s.rendered, &mut s.joined);
+            for &i in all {
+                let Some(rule) = self.content.get(i) else {
+                    continue;
+                };
+                if self.content_matches(rule, &mut texts, &mut s.groups) {
+                    out.verdicts.push(self.verdict_of(rule));
+                }
             }
-        }
-        for i in all {
-            let Some(rule) = self.content.get(i) else {
-                continue;
-            };
-            if self.content_matches(rule, &mut texts, &mut matched_cache) {
-                out.verdicts.push(self.verdict_of(rule));
-            }
-        }
+        });
         let now = Timestamp::now().unix_millis();
         if gate.remember
             && let Some(trace) = trace
@@ -661,7 +835,7 @@ impl PolicyEngine {
             }
             for &ri in &gate.rates {
                 if let Some(r) = self.rates.get(ri)
-                    && rate_fires(r, t, tool, now)
+                    && rate_fires(r, t.calls.get(tool), now)
                 {
                     out.verdicts.push(Verdict {
                         rule_id: r.id.clone(),
@@ -692,32 +866,45 @@ impl PolicyEngine {
         }
         let blocked = matches!(&event.body, Body::ToolCall(t) if t.outcome.result_status == Some(ResultStatus::Blocked));
         let mut verdicts = Vec::new();
-        if !blocked && kind != Kind::TraceEnd {
-            let tool = tool_name(event).unwrap_or("");
-            let mut texts = Texts::new(&event.payload);
-            let mut cache: Vec<Option<regex::SetMatches>> = Vec::new();
-            let applicable = self.rules_for(kind, tool);
-            for rule in applicable.iter().filter_map(|i| self.content.get(*i)) {
-                if !rule.kinds.is_empty() && !rule.kinds.contains(&kind) {
-                    continue;
+        let mut truncated = false;
+        let applicable = (!blocked && kind != Kind::TraceEnd)
+            .then(|| self.rules_for(kind, tool_name(event).unwrap_or("")));
+        if let Some(applicable) = &applicable {
+            Scratch::with(|s| {
+                s.groups.resize_with(self.groups.len(), GroupMatch::default);
+                let mut texts = Texts::new(
+                    Payload::Parts(&event.payload),
+                    &mut s.rendered,
+                    &mut s.joined,
+                );
+                for rule in applicable
+                    .content
+                    .iter()
+                    .filter_map(|i| self.content.get(*i))
+                {
+                    if !rule.kinds.is_empty() && !rule.kinds.contains(&kind) {
+                        continue;
+                    }
+                    if !numeric_matches(&rule.numeric, event) {
+                        continue;
+                    }
+                    if self.content_matches(rule, &mut texts, &mut s.groups) {
+                        verdicts.push(self.verdict_of(rule));
+                    }
                 }
-                if !numeric_matches(&rule.numeric, event) {
-                    continue;
-                }
-                if self.content_matches(rule, &mut texts, &mut cache) {
-                    verdicts.push(self.verdict_of(rule));
-                }
-            }
-            let truncated = texts.truncated();
-            drop(texts);
-            if kind == Kind::ToolCall {
-                self.check_baselines(event, tool, &mut verdicts);
-            }
-            if truncated {
-                event.risk.flags.push("policy_scan_truncated".into());
-            }
+                truncated = texts.truncated();
+            });
         }
-        let Ok(mut mem) = self.memory.lock() else {
+        let mut mem = self.memory.lock();
+        if let (Ok(mem), Some(applicable), Body::ToolCall(call)) =
+            (&mut mem, &applicable, &event.body)
+        {
+            self.check_baselines(mem, call, &applicable.baselines, &mut verdicts);
+        }
+        if truncated {
+            event.risk.flags.push("policy_scan_truncated".into());
+        }
+        let Ok(mut mem) = mem else {
             apply_risk(event, &verdicts);
             return verdicts;
         };
@@ -739,7 +926,10 @@ impl PolicyEngine {
             }
             (Some(trace), _) => {
                 let t = mem.trace(trace);
-                let pre = event.span_id.and_then(|s| t.pre_observed.remove(&s));
+                let pre = event
+                    .span_id
+                    .filter(|_| !t.pre_observed.is_empty())
+                    .and_then(|s| t.pre_observed.remove(&s));
                 if !blocked {
                     let first_new = match pre {
                         // The caller recorded this call's flags already.
@@ -747,12 +937,35 @@ impl PolicyEngine {
                         None => {
                             let at = t.flags.len();
                             remember_flags(t, &verdicts, now);
-                            if let Some(tool) = tool_name(event) {
-                                remember_call(t, tool, now);
-                            }
                             at
                         }
                     };
+                    // The call joins its tool's call times (unless the caller
+                    // recorded it), and the rate rules counting the tool look
+                    // at them: one lookup of the tool for both. Sequence
+                    // verdicts still come first.
+                    let mut rates_fired: Vec<&RateRule> = Vec::new();
+                    if let Some(tool) = tool_name(event) {
+                        let rates = applicable.as_ref().map_or(&[][..], |a| &a.rates[..]);
+                        let mut judge = |q: Option<&VecDeque<i64>>| {
+                            for r in rates.iter().filter_map(|i| self.rates.get(*i)) {
+                                if rate_fires(r, q, now) {
+                                    rates_fired.push(r);
+                                }
+                            }
+                        };
+                        if pre.is_some() {
+                            if !rates.is_empty() {
+                                judge(t.calls.get(tool));
+                            }
+                        } else if let Some(q) = t.calls.get_mut(tool) {
+                            remember_call_in(q, now);
+                            judge(Some(q));
+                        } else {
+                            remember_call(t, tool, now);
+                            judge(t.calls.get(tool));
+                        }
+                    }
                     for s in &self.sequences {
                         if sequence_fires(s, t, first_new, now) {
                             verdicts.push(Verdict {
@@ -763,22 +976,18 @@ impl PolicyEngine {
                             });
                         }
                     }
-                    if let Some(tool) = tool_name(event) {
-                        for r in &self.rates {
-                            if content::any_glob(&r.tools, tool) && rate_fires(r, t, tool, now) {
-                                verdicts.push(Verdict {
-                                    rule_id: r.id.clone(),
-                                    family: r.family.clone(),
-                                    reason: r.description.clone(),
-                                    effect: r.effect.clone(),
-                                });
-                            }
-                        }
+                    for r in rates_fired {
+                        verdicts.push(Verdict {
+                            rule_id: r.id.clone(),
+                            family: r.family.clone(),
+                            reason: r.description.clone(),
+                            effect: r.effect.clone(),
+                        });
                     }
                 }
                 apply_risk(event, &verdicts);
                 for f in &event.risk.flags {
-                    if t.all_flags.len() < MAX_FLAGS_PER_TRACE {
+                    if t.all_flags.len() < MAX_FLAGS_PER_TRACE && !t.all_flags.contains(f) {
                         t.all_flags.insert(f.clone());
                     }
                 }
@@ -812,38 +1021,40 @@ impl PolicyEngine {
         e
     }
 
-    /// Indices of the content rules that can apply to an event of `kind`
-    /// (and, for tool calls, of tool `tool`), cached per tool name.
-    fn rules_for(&self, kind: Kind, tool: &str) -> std::sync::Arc<[usize]> {
-        let compute = |tool_call: bool| -> std::sync::Arc<[usize]> {
-            self.content
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| {
-                    if tool_call {
-                        r.applies_to_tool(tool)
-                    } else {
-                        r.tools.is_empty()
-                    }
-                })
-                .map(|(i, _)| i)
-                .collect()
-        };
-        let key = if kind == Kind::ToolCall {
-            tool
-        } else {
-            "\u{0}non-tool"
-        };
-        if let Ok(cache) = self.tool_rules.lock()
-            && let Some(hit) = cache.get(key)
-        {
-            return hit.clone();
+    /// The rules that can apply to an event of `kind` (and, for tool calls,
+    /// of tool `tool`), cached per tool name.
+    fn rules_for(&self, kind: Kind, tool: &str) -> std::sync::Arc<ToolRules> {
+        let tool_call = kind == Kind::ToolCall;
+        if let Ok(mut cache) = self.tool_rules.lock() {
+            let hit = if tool_call {
+                cache.get(tool)
+            } else {
+                cache.non_tool.clone()
+            };
+            if let Some(hit) = hit {
+                return hit;
+            }
         }
-        let rules = compute(kind == Kind::ToolCall);
-        if let Ok(mut cache) = self.tool_rules.lock()
-            && cache.len() < MAX_TRACES
-        {
-            cache.insert(key.to_string(), rules.clone());
+        let rules = std::sync::Arc::new(if tool_call {
+            ToolRules {
+                name: tool.into(),
+                content: indices(&self.content, |r| r.applies_to_tool(tool)),
+                rates: indices(&self.rates, |r| content::any_glob(&r.tools, tool)),
+                baselines: indices(&self.baselines, |r| content::any_glob(&r.tools, tool)),
+            }
+        } else {
+            ToolRules {
+                content: indices(&self.content, |r| r.tools.is_empty()),
+                ..ToolRules::default()
+            }
+        });
+        if let Ok(mut cache) = self.tool_rules.lock() {
+            if !tool_call {
+                cache.non_tool = Some(rules.clone());
+            } else if cache.tools.len() < MAX_TRACES {
+                cache.tools.insert(tool.to_string(), rules.clone());
+                cache.remember_recent(&rules);
+            }
         }
         rules
     }
@@ -887,11 +1098,12 @@ impl PolicyEngine {
         }
     }
 
+    #[inline(always)]
     fn content_matches(
         &self,
         rule: &ContentRule,
         texts: &mut Texts<'_>,
-        cache: &mut Vec<Option<regex::SetMatches>>,
+        groups: &mut [GroupMatch],
     ) -> bool {
         let needs_text = rule.has_pattern
             || rule.not_regex.is_some()
@@ -901,21 +1113,28 @@ impl PolicyEngine {
             return true;
         }
         if rule.has_pattern {
-            if cache.len() < self.groups.len() {
-                cache.resize(self.groups.len(), None);
-            }
             let mut hit = false;
             for &(gi, idx) in &rule.slots {
-                let Some(g) = self.groups.get(gi) else {
+                let (Some(g), Some(found)) = (self.groups.get(gi), groups.get_mut(gi)) else {
                     continue;
                 };
-                if !texts.payload.contains_key(&g.part) {
-                    continue;
+                if let GroupMatch::Unknown = found {
+                    *found = if texts.payload.get(g.part).is_none() {
+                        GroupMatch::Absent
+                    } else {
+                        // Most text matches nothing: a plain search says so
+                        // without collecting which patterns matched.
+                        let text = texts.part(g.part);
+                        if g.set.is_match(text) {
+                            GroupMatch::Found(g.set.matches(text))
+                        } else {
+                            GroupMatch::Nothing
+                        }
+                    };
                 }
-                if cache[gi].is_none() {
-                    cache[gi] = Some(g.set.matches(texts.part(g.part)));
-                }
-                if cache[gi].as_ref().is_some_and(|m| m.matched(idx)) {
+                if let GroupMatch::Found(m) = found
+                    && m.matched(idx)
+                {
                     hit = true;
                     break;
                 }
@@ -926,66 +1145,74 @@ impl PolicyEngine {
         }
         let text = texts.joined(&rule.parts);
         if let Some(n) = rule.encoded_blob
-            && content::longest_encoded_run(&text) < n
+            && content::longest_encoded_run(text) < n
         {
             return false;
         }
-        if rule.external_url && !content::has_external_url(&text, &self.internal_hosts) {
+        if rule.external_url && !content::has_external_url(text, &self.internal_hosts) {
             return false;
         }
         if let Some(nr) = &rule.not_regex
-            && nr.is_match(&text)
+            && nr.is_match(text)
         {
             return false;
         }
         true
     }
 
-    fn check_baselines(&self, event: &Event, tool: &str, verdicts: &mut Vec<Verdict>) {
-        let Body::ToolCall(call) = &event.body else {
-            return;
-        };
-        let Ok(mut mem) = self.memory.lock() else {
-            return;
-        };
-        for (i, rule) in self.baselines.iter().enumerate() {
-            if !content::any_glob(&rule.tools, tool) {
-                continue;
-            }
-            let value = match rule.metric {
-                Metric::DurationMs => call.outcome.duration_ms,
-                Metric::OutputBytes => call.output_bytes.map(|c| c.0 as f64),
-            };
-            let Some(value) = value.filter(|v| v.is_finite()) else {
-                continue;
-            };
-            // Looked up by `&str`: no key is allocated for a tool seen before.
-            if !mem.baselines.contains_key(tool) {
-                if mem.baselines.len() >= MAX_TRACES {
+    /// The baseline rules `which` (those watching the call's tool): a
+    /// verdict for each the call is far above, then the call's value joins
+    /// the running mean.
+    fn check_baselines(
+        &self,
+        mem: &mut Memory,
+        call: &crate::record::ToolCall,
+        which: &[usize],
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        let tool = call.tool.name.as_str();
+        let mut update = |slots: &mut Vec<(u64, f64)>| -> bool {
+            let mut any = false;
+            for &i in which {
+                let Some(rule) = self.baselines.get(i) else {
                     continue;
+                };
+                let value = match rule.metric {
+                    Metric::DurationMs => call.outcome.duration_ms,
+                    Metric::OutputBytes => call.output_bytes.map(|c| c.0 as f64),
+                };
+                let Some(value) = value.filter(|v| v.is_finite()) else {
+                    continue;
+                };
+                any = true;
+                if slots.len() <= i {
+                    slots.resize(i + 1, (0, 0.0));
                 }
-                mem.baselines.insert(tool.to_string(), Vec::new());
+                let Some(entry) = slots.get_mut(i) else {
+                    continue;
+                };
+                let (n, mean) = *entry;
+                if n >= u64::from(rule.min_samples) && mean > 0.0 && value > rule.factor * mean {
+                    verdicts.push(Verdict {
+                        rule_id: rule.id.clone(),
+                        family: rule.family.clone(),
+                        reason: rule.description.clone(),
+                        effect: rule.effect.clone(),
+                    });
+                }
+                let n1 = n + 1;
+                *entry = (n1, mean + (value - mean) / n1 as f64);
             }
-            let Some(slots) = mem.baselines.get_mut(tool) else {
-                continue;
-            };
-            if slots.len() <= i {
-                slots.resize(i + 1, (0, 0.0));
+            any
+        };
+        // Looked up by `&str`: no key is allocated for a tool seen before.
+        if let Some(slots) = mem.baselines.get_mut(tool) {
+            update(slots);
+        } else if mem.baselines.len() < MAX_TRACES {
+            let mut slots = Vec::new();
+            if update(&mut slots) {
+                mem.baselines.insert(tool.to_string(), slots);
             }
-            let Some(entry) = slots.get_mut(i) else {
-                continue;
-            };
-            let (n, mean) = *entry;
-            if n >= u64::from(rule.min_samples) && mean > 0.0 && value > rule.factor * mean {
-                verdicts.push(Verdict {
-                    rule_id: rule.id.clone(),
-                    family: rule.family.clone(),
-                    reason: rule.description.clone(),
-                    effect: rule.effect.clone(),
-                });
-            }
-            let n1 = n + 1;
-            *entry = (n1, mean + (value - mean) / n1 as f64);
         }
     }
 }
@@ -1014,15 +1241,15 @@ fn remember_flags(t: &mut TraceMemory, verdicts: &[Verdict], now: i64) {
 }
 
 fn remember_call(t: &mut TraceMemory, tool: &str, now: i64) {
-    if !t.calls.contains_key(tool) && t.calls.len() >= MAX_FLAGS_PER_TRACE {
-        return;
+    if let Some(q) = t.calls.get_mut(tool) {
+        remember_call_in(q, now);
+    } else if t.calls.len() < MAX_FLAGS_PER_TRACE {
+        t.calls.insert(tool.to_string(), VecDeque::from([now]));
     }
-    if !t.calls.contains_key(tool) {
-        t.calls.insert(tool.to_string(), VecDeque::new());
-    }
-    let Some(q) = t.calls.get_mut(tool) else {
-        return;
-    };
+}
+
+/// Adds a call at `now` to a tool's call times.
+fn remember_call_in(q: &mut VecDeque<i64>, now: i64) {
     if q.len() >= MAX_CALLS_PER_TOOL {
         q.pop_front();
     }
@@ -1052,8 +1279,10 @@ fn sequence_fires(s: &SequenceRule, t: &TraceMemory, first_new: usize, now: i64)
     next.is_none()
 }
 
-fn rate_fires(r: &RateRule, t: &TraceMemory, tool: &str, now: i64) -> bool {
-    let Some(q) = t.calls.get(tool) else {
+/// Whether the calls of one tool in a trace (`q`, ending with the call
+/// made at `now`) go over the rule's rate.
+fn rate_fires(r: &RateRule, q: Option<&VecDeque<i64>>, now: i64) -> bool {
+    let Some(q) = q else {
         return false;
     };
     // More than max_calls within the window ending at call `last` (made

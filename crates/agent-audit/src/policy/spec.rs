@@ -768,6 +768,6 @@ fn build(version: String, loaded: Loaded) -> Result<PolicyEngine> {
         default_require: loaded.default_require.unwrap_or_default(),
         internal_hosts: globs(&loaded.internal_hosts),
         memory: Mutex::new(super::Memory::default()),
-        tool_rules: Mutex::new(std::collections::HashMap::new()),
+        tool_rules: Mutex::new(super::ToolCache::default()),
     })
 }
