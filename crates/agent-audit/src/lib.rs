@@ -31,6 +31,7 @@ pub mod proof;
 pub mod reader;
 pub mod record;
 pub mod redact;
+mod syncer;
 pub mod trace;
 pub mod verify;
 pub mod witness;

@@ -30,6 +30,7 @@ use crate::payload::PayloadLimits;
 use crate::policy::{Alert, AlertHandler, PolicyEngine};
 use crate::record::{Body, CaptureMode, Counter, Event, Gap, Principal, StreamEnd, StreamStart};
 use crate::redact::{RedactionConfig, Redactor};
+use crate::syncer::Syncer;
 
 /// Name of a stream's segment files: `seg-000000.jsonl`, `seg-000001.jsonl` ...
 pub fn segment_file_name(index: u32) -> String {
@@ -335,6 +336,12 @@ impl AuditLog {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(config.queue_capacity);
         let stop_retrying = Arc::new(AtomicBool::new(false));
+        let syncer = {
+            let counters = counters.clone();
+            Syncer::start(move |_| {
+                counters.io_errors.fetch_add(1, Ordering::Relaxed);
+            })?
+        };
         let mut writer = Writer {
             rx,
             chain,
@@ -354,9 +361,11 @@ impl AuditLog {
             last_checkpoint: Instant::now(),
             last_sync: Instant::now(),
             unsynced: false,
+            unsynced_bytes: 0,
             lost_unencodable: 0,
             policy: None,
             alerts: None,
+            syncer,
         };
         let mut settings = Map::new();
         settings.insert(
@@ -669,9 +678,12 @@ struct Writer {
     last_checkpoint: Instant,
     last_sync: Instant,
     unsynced: bool,
+    unsynced_bytes: u64,
     lost_unencodable: u64,
     policy: Option<Arc<PolicyEngine>>,
     alerts: Option<Sender<Alert>>,
+    // Interval syncs and rotated-out segments are synced there.
+    syncer: Syncer,
 }
 
 fn spawn_alert_thread(handler: Arc<Mutex<Option<AlertHandler>>>) -> Result<Sender<Alert>> {
@@ -698,6 +710,12 @@ const BATCH_MAX_EVENTS: usize = 1024;
 /// again (see `Writer::run`); bounds the extra latency of a flush.
 const LINGER: Duration = Duration::from_millis(1);
 const BATCH_MAX_BYTES: usize = 1 << 20;
+/// How long `flush` and `shutdown` wait on the fsync thread, as an inline
+/// sync of a slow disk would have.
+const SYNC_WAIT: Duration = Duration::from_secs(120);
+/// Bytes written after which an interval sync comes early (see
+/// `Writer::maybe_sync`).
+const SYNC_EVERY_BYTES: u64 = 4 << 20;
 
 /// Length of the longest run of whole lines at the start of `buf` that
 /// fits in `room` bytes.
@@ -948,6 +966,7 @@ impl Writer {
                 .fetch_add(take as u64, Ordering::Relaxed);
             self.pending.drain(..take);
             self.unsynced = true;
+            self.unsynced_bytes += take as u64;
         }
         if self.fsync == FsyncPolicy::Always {
             self.sync()?;
@@ -978,9 +997,22 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> Result<()> {
-        self.sync()?;
-        self.segment = Segment::create(&self.stream_dir, self.segment.index + 1)?;
-        Ok(())
+        let next = Segment::create(&self.stream_dir, self.segment.index + 1)?;
+        let old = std::mem::replace(&mut self.segment, next);
+        if !matches!(self.fsync, FsyncPolicy::Interval(_)) {
+            // Always: synced after its last write already. Never: left to the OS.
+            return Ok(());
+        }
+        // The full segment is synced on the fsync thread, before any later
+        // sync of the new one; inline only when that thread is behind.
+        if let Ok(file) = old.file.try_clone()
+            && self.syncer.sync_later(file, old.path.clone())
+        {
+            return Ok(());
+        }
+        old.file
+            .sync_data()
+            .map_err(|e| AuditError::io(format!("cannot sync {}", old.path.display()), e))
     }
 
     fn sync(&mut self) -> Result<()> {
@@ -989,17 +1021,60 @@ impl Writer {
         })?;
         self.last_sync = Instant::now();
         self.unsynced = false;
+        self.unsynced_bytes = 0;
         Ok(())
     }
 
+    /// The interval sync, handed to the fsync thread; when that is still
+    /// busy, tried again on a later wake-up. Also every `SYNC_EVERY_BYTES`
+    /// written: on ext4 a sync holds up writes to the file system (the
+    /// writer's included) for as long as it takes, so many small syncs
+    /// stall the writer less than one of everything written in a second.
     fn maybe_sync(&mut self) {
-        if let FsyncPolicy::Interval(d) = self.fsync
-            && self.unsynced
-            && self.last_sync.elapsed() >= d
-            && self.sync().is_err()
+        let FsyncPolicy::Interval(d) = self.fsync else {
+            return;
+        };
+        if !self.unsynced
+            || (self.last_sync.elapsed() < d && self.unsynced_bytes < SYNC_EVERY_BYTES)
         {
-            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        match self.segment.file.try_clone() {
+            Ok(file) => {
+                if self.syncer.sync_later(file, self.segment.path.clone()) {
+                    self.last_sync = Instant::now();
+                    self.unsynced = false;
+                    self.unsynced_bytes = 0;
+                }
+            }
+            Err(_) => {
+                self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Syncs the open segment after every sync handed off before, and
+    /// waits: what `flush` and the end of a stream promise.
+    fn sync_all(&mut self) -> Result<()> {
+        let file = self.segment.file.try_clone().map_err(|e| {
+            AuditError::io(format!("cannot sync {}", self.segment.path.display()), e)
+        })?;
+        if !self
+            .syncer
+            .sync_now(file, self.segment.path.clone(), SYNC_WAIT)
+        {
+            return Err(AuditError::new(
+                ErrorKind::Io,
+                format!(
+                    "cannot sync {} (or a segment before it)",
+                    self.segment.path.display()
+                ),
+            ));
+        }
+        self.last_sync = Instant::now();
+        self.unsynced = false;
+        self.unsynced_bytes = 0;
+        Ok(())
     }
 
     /// Replaces head.json with the last checkpoint written, so a verifier
@@ -1027,7 +1102,7 @@ impl Writer {
             self.checkpoint_or_count();
         }
         self.write_pending_retrying();
-        let synced = self.fsync == FsyncPolicy::Never || self.sync().is_ok();
+        let synced = self.fsync == FsyncPolicy::Never || self.sync_all().is_ok();
         synced && self.pending.is_empty()
     }
 
@@ -1060,7 +1135,7 @@ impl Writer {
                 "could not write the end of the stream",
             ));
         }
-        self.sync()
+        self.sync_all()
     }
 }
 

@@ -142,19 +142,31 @@ fn block_mode_waits_instead_of_dropping() {
 
 #[test]
 fn segments_rotate_by_size_and_chain_across_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = write_log(dir.path(), 3_000, |c| {
-        c.segment_max_bytes = 64 * 1024;
-        c.fsync = FsyncPolicy::Always;
-    });
-    let segs = agent_audit::reader::list_segments(&s).unwrap();
-    assert!(segs.len() > 5, "{} segments", segs.len());
-    for seg in &segs {
-        let len = std::fs::metadata(seg).unwrap().len();
-        assert!(len <= 64 * 1024, "{} is {len} bytes", seg.display());
-        assert!(std::fs::read(seg).unwrap().ends_with(b"\n"));
+    // Always: synced on the writer thread after each write. Interval:
+    // rotated-out segments and interval syncs on the fsync thread, early
+    // ones every few MB. Never: left to the OS until the stream ends.
+    for fsync in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval(Duration::from_millis(5)),
+        FsyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = write_log(dir.path(), 3_000, |c| {
+            c.segment_max_bytes = 64 * 1024;
+            c.fsync = fsync;
+        });
+        let segs = agent_audit::reader::list_segments(&s).unwrap();
+        assert!(segs.len() > 5, "{fsync:?}: {} segments", segs.len());
+        for seg in &segs {
+            let len = std::fs::metadata(seg).unwrap().len();
+            assert!(len <= 64 * 1024, "{} is {len} bytes", seg.display());
+            assert!(std::fs::read(seg).unwrap().ends_with(b"\n"));
+        }
+        assert_clean(dir.path());
+        let recs = records(dir.path());
+        assert_eq!(count_kind(&recs, "tool_call"), 3_000, "{fsync:?}");
+        assert_eq!(count_kind(&recs, "stream_end"), 1, "{fsync:?}");
     }
-    assert_clean(dir.path());
 }
 
 #[test]
