@@ -229,11 +229,40 @@ def _record(
         STATE.not_logged += 1
 
 
-def _take_extra(spec: _Spec, kwargs: dict[str, Any]) -> Any:
+def _begin(
+    spec: _Spec, log: AuditLog, kwargs: dict[str, Any]
+) -> tuple[Any, Optional[SpanContext], SpanContext, bool]:
+    """What every wrapper does first: takes ``audit_extra`` out of the
+    keyword arguments (misuse raises here, before the tool runs), opens the
+    call's span under the current one, and tells whether the policy must
+    check the call before it runs. Returns (extra, parent, span, check)."""
     extra = kwargs.pop("audit_extra", None) if kwargs and spec.pop_extra else None
     if extra is not None:
-        spec.overrides(extra)  # misuse raises before the tool runs
-    return extra
+        spec.overrides(extra)
+    parent = _current.get()
+    ctx = parent.child() if parent is not None else _new_trace()
+    return extra, parent, ctx, spec.needs_check(log, extra)
+
+
+def _end(
+    spec: _Spec,
+    ctx: SpanContext,
+    parent: Optional[SpanContext],
+    args: tuple[Any, ...],
+    kwargs: Any,
+    t0: int,
+    extra: Any,
+    result: Any = None,
+    error: Optional[BaseException] = None,
+) -> None:
+    """What a sync or async call does last: the caller's span back, and
+    the call recorded with its result or its exception."""
+    duration = perf_counter_ns() - t0
+    _current.set(parent)
+    if error is None:
+        _record(spec, ctx, args, kwargs, "ok", result, None, duration, extra)
+    else:
+        _record(spec, ctx, args, kwargs, status_of(error), None, error, duration, extra)
 
 
 def _check_sync(
@@ -277,23 +306,17 @@ def _call_sync(
     log = STATE.log
     if log is None:
         return fn(*args, **kwargs)
-    extra = _take_extra(spec, kwargs)
-    parent = _current.get()
-    ctx = parent.child() if parent is not None else _new_trace()
-    if spec.needs_check(log, extra):
+    extra, parent, ctx, check = _begin(spec, log, kwargs)
+    if check:
         _check_sync(spec, log, ctx, args, kwargs, extra)
     _current.set(ctx)
     t0 = perf_counter_ns()
     try:
         result = fn(*args, **kwargs)
     except BaseException as e:
-        duration = perf_counter_ns() - t0
-        _current.set(parent)
-        _record(spec, ctx, args, kwargs, status_of(e), None, e, duration, extra)
+        _end(spec, ctx, parent, args, kwargs, t0, extra, error=e)
         raise
-    duration = perf_counter_ns() - t0
-    _current.set(parent)
-    _record(spec, ctx, args, kwargs, "ok", result, None, duration, extra)
+    _end(spec, ctx, parent, args, kwargs, t0, extra, result=result)
     return result
 
 
@@ -307,23 +330,17 @@ def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         log = STATE.log
         if log is None:
             return await fn(*args, **kwargs)
-        extra = _take_extra(spec, kwargs)
-        parent = _current.get()
-        ctx = parent.child() if parent is not None else _new_trace()
-        if spec.needs_check(log, extra):
+        extra, parent, ctx, check = _begin(spec, log, kwargs)
+        if check:
             await _check_async(spec, log, ctx, args, kwargs, extra)
         _current.set(ctx)
         t0 = perf_counter_ns()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as e:
-            duration = perf_counter_ns() - t0
-            _current.set(parent)
-            _record(spec, ctx, args, kwargs, status_of(e), None, e, duration, extra)
+            _end(spec, ctx, parent, args, kwargs, t0, extra, error=e)
             raise
-        duration = perf_counter_ns() - t0
-        _current.set(parent)
-        _record(spec, ctx, args, kwargs, "ok", result, None, duration, extra)
+        _end(spec, ctx, parent, args, kwargs, t0, extra, result=result)
         return result
 
     return wrapper
@@ -346,11 +363,9 @@ def _wrap_gen(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         log = STATE.log
         if log is None:
             return fn(*args, **kwargs)
-        extra = _take_extra(spec, kwargs)
-        parent = _current.get()
-        ctx = parent.child() if parent is not None else _new_trace()
+        extra, _, ctx, check = _begin(spec, log, kwargs)
         # Checked when called: a blocked generator tool raises right away.
-        if spec.needs_check(log, extra):
+        if check:
             _check_sync(spec, log, ctx, args, kwargs, extra)
         return _drive_gen(fn, spec, ctx, args, kwargs, extra)
 
@@ -426,11 +441,8 @@ def _wrap_async_gen(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         log = STATE.log
         if log is None:
             return fn(*args, **kwargs)
-        extra = _take_extra(spec, kwargs)
-        parent = _current.get()
-        ctx = parent.child() if parent is not None else _new_trace()
+        extra, _, ctx, check = _begin(spec, log, kwargs)
         # Checked when iteration starts (the approver may be awaited).
-        check = spec.needs_check(log, extra)
         return _drive_async_gen(fn, spec, ctx, args, kwargs, extra, log if check else None)
 
     return wrapper
