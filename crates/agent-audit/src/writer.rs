@@ -360,7 +360,6 @@ impl AuditLog {
             segment_max_bytes: config.segment_max_bytes,
             last_checkpoint: Instant::now(),
             last_sync: Instant::now(),
-            unsynced: false,
             unsynced_bytes: 0,
             lost_unencodable: 0,
             policy: None,
@@ -677,7 +676,7 @@ struct Writer {
     segment_max_bytes: u64,
     last_checkpoint: Instant,
     last_sync: Instant,
-    unsynced: bool,
+    // Bytes written since the last sync asked for (0: nothing to sync).
     unsynced_bytes: u64,
     lost_unencodable: u64,
     policy: Option<Arc<PolicyEngine>>,
@@ -772,7 +771,7 @@ impl Writer {
             );
         }
         if let FsyncPolicy::Interval(d) = self.fsync
-            && self.unsynced
+            && self.unsynced_bytes > 0
         {
             wait = wait.min(d.saturating_sub(self.last_sync.elapsed()));
         }
@@ -965,7 +964,6 @@ impl Writer {
                 .bytes_written
                 .fetch_add(take as u64, Ordering::Relaxed);
             self.pending.drain(..take);
-            self.unsynced = true;
             self.unsynced_bytes += take as u64;
         }
         if self.fsync == FsyncPolicy::Always {
@@ -1015,13 +1013,17 @@ impl Writer {
             .map_err(|e| AuditError::io(format!("cannot sync {}", old.path.display()), e))
     }
 
+    /// A sync of everything written so far was made or asked for.
+    fn mark_synced(&mut self) {
+        self.last_sync = Instant::now();
+        self.unsynced_bytes = 0;
+    }
+
     fn sync(&mut self) -> Result<()> {
         self.segment.file.sync_data().map_err(|e| {
             AuditError::io(format!("cannot sync {}", self.segment.path.display()), e)
         })?;
-        self.last_sync = Instant::now();
-        self.unsynced = false;
-        self.unsynced_bytes = 0;
+        self.mark_synced();
         Ok(())
     }
 
@@ -1034,7 +1036,7 @@ impl Writer {
         let FsyncPolicy::Interval(d) = self.fsync else {
             return;
         };
-        if !self.unsynced
+        if self.unsynced_bytes == 0
             || (self.last_sync.elapsed() < d && self.unsynced_bytes < SYNC_EVERY_BYTES)
         {
             return;
@@ -1042,9 +1044,7 @@ impl Writer {
         match self.segment.file.try_clone() {
             Ok(file) => {
                 if self.syncer.sync_later(file, self.segment.path.clone()) {
-                    self.last_sync = Instant::now();
-                    self.unsynced = false;
-                    self.unsynced_bytes = 0;
+                    self.mark_synced();
                 }
             }
             Err(_) => {
@@ -1071,9 +1071,7 @@ impl Writer {
                 ),
             ));
         }
-        self.last_sync = Instant::now();
-        self.unsynced = false;
-        self.unsynced_bytes = 0;
+        self.mark_synced();
         Ok(())
     }
 
