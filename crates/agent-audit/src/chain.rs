@@ -122,7 +122,15 @@ pub struct ChainWriter {
     tree: CompactTree,
     since_checkpoint: u64,
     canon: Vec<u8>,
+    // With `defer_signatures`: per-record signatures still owed, as the
+    // offset of their placeholder in the caller's buffer and the hash.
+    defer: bool,
+    owed: Vec<(usize, [u8; 32])>,
 }
+
+/// Fewer owed signatures than this are signed on the calling thread alone:
+/// starting a second thread costs about as much as one signature.
+const PARALLEL_SIGN_MIN: usize = 4;
 
 impl ChainWriter {
     /// A chain for a new stream.
@@ -136,7 +144,64 @@ impl ChainWriter {
             tree: CompactTree::new(),
             since_checkpoint: 0,
             canon: Vec::with_capacity(1024),
+            defer: false,
+            owed: Vec::new(),
         }
+    }
+
+    /// With `on`, [`ChainWriter::seal_envelope`] leaves a same-length
+    /// placeholder where a per-record `sig` goes, and the caller must call
+    /// [`ChainWriter::sign_owed`] on the same buffer before it uses the
+    /// lines: a batch's signatures are then made on two threads at once
+    /// (a signature takes longer than everything else a record costs, and
+    /// the hash it signs does not depend on it). Checkpoints are always
+    /// signed at once.
+    pub fn defer_signatures(&mut self, on: bool) {
+        self.defer = on;
+    }
+
+    /// Per-record signatures still owed (see `defer_signatures`).
+    pub fn owed_signatures(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// Fills every owed signature into `out`, the buffer given to
+    /// `seal_envelope` since the last call (not drained in between).
+    pub fn sign_owed(&mut self, out: &mut [u8]) {
+        if self.owed.is_empty() {
+            return;
+        }
+        let owed = std::mem::take(&mut self.owed);
+        let key = &*self.key;
+        let sign_all = |part: &[(usize, [u8; 32])]| -> Vec<String> {
+            part.iter().map(|(_, h)| key.sign_hash(h)).collect()
+        };
+        let (theirs, ours) = owed.split_at(owed.len() / 2);
+        let sigs: Vec<String> = if owed.len() < PARALLEL_SIGN_MIN {
+            sign_all(&owed)
+        } else {
+            std::thread::scope(|s| {
+                let helper = std::thread::Builder::new()
+                    .name("agent-audit-sign".into())
+                    .spawn_scoped(s, || sign_all(theirs));
+                let mine = sign_all(ours);
+                // No thread to be had: sign the other half here too.
+                let mut all = match helper.map(|h| h.join()) {
+                    Ok(Ok(v)) => v,
+                    _ => sign_all(theirs),
+                };
+                all.extend(mine);
+                all
+            })
+        };
+        for ((at, _), sig) in owed.iter().zip(&sigs) {
+            if let Some(slot) = out.get_mut(*at..*at + sig.len()) {
+                slot.copy_from_slice(sig.as_bytes());
+            }
+        }
+        // Keep the allocation for the next batch.
+        self.owed = owed;
+        self.owed.clear();
     }
 
     /// The stream's id.
@@ -199,9 +264,14 @@ impl ChainWriter {
         out.extend_from_slice(b",\"hash\":\"");
         out.extend_from_slice(fmt_sha256(&hash).as_bytes());
         out.push(b'"');
-        if self.sign_records || is_checkpoint {
+        if is_checkpoint || (self.sign_records && !self.defer) {
             out.extend_from_slice(b",\"sig\":\"");
             out.extend_from_slice(self.key.sign_hash(&hash).as_bytes());
+            out.push(b'"');
+        } else if self.sign_records {
+            out.extend_from_slice(b",\"sig\":\"");
+            self.owed.push((out.len(), hash));
+            out.resize(out.len() + self.key.signature_len(), b'0');
             out.push(b'"');
         }
         if let Some(p) = payload {
@@ -294,5 +364,62 @@ mod tests {
         key.public().verify_hash(&c.hash, sig).unwrap();
         assert!(recs[1].get("sig").is_none());
         assert_eq!(chain.since_checkpoint(), 0);
+    }
+
+    /// Seals `n` records (each with a payload) and a checkpoint with `defer` as given, then signs what is owed.
+    fn sealed_lines(key: &Arc<KeyPair>, defer: bool, n: usize) -> Vec<u8> {
+        let mut chain = ChainWriter::new("s1".into(), key.clone(), true);
+        chain.defer_signatures(defer);
+        let ts = Timestamp::from_unix_millis(1_700_000_000_000);
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut env = Map::new();
+            env.insert("kind".into(), "decision".into());
+            env.insert("decision".into(), format!("step {i}").into());
+            let payload = format!("{{\"data\":{{\"i\":{i}}}}}");
+            chain.seal(env, Some(payload.as_bytes()), &mut out).unwrap();
+            if i + 1 == n {
+                chain.checkpoint(ts, &mut out).unwrap();
+            }
+        }
+        assert_eq!(chain.owed_signatures(), if defer { n } else { 0 });
+        chain.sign_owed(&mut out);
+        assert_eq!(chain.owed_signatures(), 0);
+        out
+    }
+
+    #[test]
+    fn deferred_signatures_fill_in_the_same_bytes() {
+        let key = Arc::new(KeyPair::generate().unwrap());
+        assert_eq!(key.signature_len(), key.sign_hash(&[1; 32]).len());
+        // Ed25519 signatures are deterministic: signing later, on two
+        // threads, must give the very lines signing at once gives, for a
+        // batch signed on one thread (below PARALLEL_SIGN_MIN) and on two.
+        for n in [1, PARALLEL_SIGN_MIN - 1, PARALLEL_SIGN_MIN, 37] {
+            let now = sealed_lines(&key, false, n);
+            let later = sealed_lines(&key, true, n);
+            // (A checkpoint's event_id is random, hence last: compare the
+            // records before it.)
+            let records = |out: &[u8]| -> Vec<String> {
+                String::from_utf8(out.to_vec())
+                    .unwrap()
+                    .lines()
+                    .filter(|l| !l.contains("\"kind\":\"checkpoint\""))
+                    .map(String::from)
+                    .collect()
+            };
+            assert_eq!(records(&later), records(&now));
+            assert_eq!(records(&now).len(), n);
+            // And every record's signature checks out.
+            for line in later.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let Value::Object(rec) = parse_strict(line).unwrap() else {
+                    panic!()
+                };
+                let hash = parse_sha256(rec["hash"].as_str().unwrap()).unwrap();
+                key.public()
+                    .verify_hash(&hash, rec["sig"].as_str().unwrap())
+                    .unwrap();
+            }
+        }
     }
 }

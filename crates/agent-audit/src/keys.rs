@@ -116,6 +116,11 @@ impl KeyPair {
         }
     }
 
+    /// Length of every `sign_hash` result of this key.
+    pub fn signature_len(&self) -> usize {
+        "ed25519:".len() + self.key_id.len() + 1 + 2 * ed25519_dalek::SIGNATURE_LENGTH
+    }
+
     /// Signs a record hash: `ed25519:<key_id>:<hex>`.
     pub fn sign_hash(&self, hash: &[u8; 32]) -> String {
         let mut msg = Vec::with_capacity(SIGNING_DOMAIN.len() + 32);

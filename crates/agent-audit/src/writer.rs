@@ -331,7 +331,10 @@ impl AuditLog {
             )
         })?;
         let segment = Segment::create(&stream_dir, 0)?;
-        let chain = ChainWriter::new(stream_id.clone(), key.clone(), config.sign_records);
+        let mut chain = ChainWriter::new(stream_id.clone(), key.clone(), config.sign_records);
+        // Each batch's record signatures are made together, on two threads,
+        // just before the batch is written (`write_pending`).
+        chain.defer_signatures(true);
 
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(config.queue_capacity);
@@ -936,6 +939,7 @@ impl Writer {
     /// Writes the pending lines once, rotating segments at line
     /// boundaries; on error what is unwritten stays pending.
     fn write_pending(&mut self) -> Result<()> {
+        self.chain.sign_owed(&mut self.pending);
         while !self.pending.is_empty() {
             let room = self
                 .segment_max_bytes

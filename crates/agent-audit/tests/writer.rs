@@ -215,10 +215,18 @@ fn flush_makes_records_visible_and_verifiable_while_open() {
 
 #[test]
 fn per_record_signatures_verify() {
+    // Enough records for batches signed on two threads, split over
+    // segments (a batch's signatures are filled in before it is cut).
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), 200, |c| c.sign_records = true);
+    let s = write_log(dir.path(), 2_000, |c| {
+        c.sign_records = true;
+        c.segment_max_bytes = 64 * 1024;
+    });
+    assert!(agent_audit::reader::list_segments(&s).unwrap().len() > 5);
     let recs = records(dir.path());
+    assert_eq!(count_kind(&recs, "tool_call"), 2_000);
     assert!(recs.iter().all(|r| r["sig"].as_str().is_some()));
+    // The verifier checks every record's signature.
     assert_clean(dir.path());
 }
 
