@@ -587,9 +587,13 @@ fn check_line(
 /// many payloads were erased.
 type Checked = (Vec<Rec>, Vec<Finding>, u64);
 
-/// Verifies one stream directory, reading one segment at a time into a
-/// reused buffer: memory stays bounded by a segment plus a small record
-/// per line, however long the stream.
+/// Bytes of a segment read and checked at a time.
+const READ_CHUNK: u64 = 4 << 20;
+
+/// Verifies one stream directory, reading each segment a few MB at a time
+/// into a reused buffer: memory stays bounded by that (or the longest
+/// line) plus a small record per line, however long the stream, and the
+/// buffer is not faulted in afresh for every segment.
 pub fn verify_stream_dir(
     dir: &Path,
     opts: &VerifyOptions,
@@ -622,15 +626,46 @@ pub fn verify_stream_dir(
     let mut checked: Checked = (Vec::new(), Vec::new(), 0);
     let mut buf = Vec::new();
     for (i, path) in segments.iter().enumerate() {
+        let mut file = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+        // Offset in the segment of `buf`'s first byte.
+        let mut base = 0u64;
         buf.clear();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut buf))
-            .map_err(|e| read_err(path, e))?;
-        let lines = crate::reader::segment_lines(i, &buf, last_nonempty == Some(i));
-        let (recs, findings, erased) = check_lines(&lines, &segments, &stream_id);
-        checked.0.extend(recs);
-        checked.1.extend(findings);
-        checked.2 += erased;
+        loop {
+            let got = (&mut file)
+                .take(READ_CHUNK)
+                .read_to_end(&mut buf)
+                .map_err(|e| read_err(path, e))?;
+            let eof = got == 0;
+            // Until the end of the file, the last line (complete or not)
+            // waits for the next chunk: only then is it known to be the
+            // segment's last.
+            let upto = if eof {
+                buf.len()
+            } else {
+                match buf
+                    .get(..buf.len().saturating_sub(1))
+                    .and_then(|b| memchr::memrchr(b'\n', b))
+                {
+                    Some(nl) => nl + 1,
+                    None => continue,
+                }
+            };
+            let last = eof && last_nonempty == Some(i);
+            let mut lines =
+                crate::reader::segment_lines(i, buf.get(..upto).unwrap_or_default(), last);
+            for l in &mut lines {
+                l.offset += base;
+            }
+            let (recs, findings, erased) = check_lines(&lines, &segments, &stream_id);
+            checked.0.extend(recs);
+            checked.1.extend(findings);
+            checked.2 += erased;
+            if eof {
+                break;
+            }
+            buf.drain(..upto);
+            base += upto as u64;
+        }
     }
     Ok(finish_stream(
         dir, &segments, stream_id, checked, opts, cosigned,
@@ -643,7 +678,7 @@ fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str) -> Che
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 8);
-    let chunk = lines.len().div_ceil(workers).max(4096);
+    let chunk = lines.len().div_ceil(workers).max(1024);
     let run = |part: &[Line<'_>]| {
         let mut ctx = Ctx {
             segments,

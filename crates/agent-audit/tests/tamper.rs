@@ -545,3 +545,54 @@ fn many_segments_verify_one_at_a_time() {
     assert_eq!(torn.len(), 1, "{:#?}", r.findings);
     assert_eq!(torn[0].file.as_deref(), Some(last.as_path()));
 }
+
+#[test]
+fn findings_past_the_first_read_chunks_keep_their_offsets() {
+    // A segment is read a few MB at a time: a record far into it, and a
+    // torn last line, are named at their own offsets in the file.
+    let dir = tempfile::tempdir().unwrap();
+    let s = write_log(dir.path(), 40_000, |c| {
+        c.queue_capacity = 50_000;
+        c.queue_max_bytes = 1 << 30;
+    });
+    let seg = segment(&s);
+    let clean = read_lines(&seg);
+    let offset_of =
+        |lines: &[String], j: usize| -> u64 { lines[..j].iter().map(|l| l.len() as u64 + 1).sum() };
+    let total = offset_of(&clean, clean.len());
+    assert!(total > 12 << 20, "segment of {total} bytes");
+
+    // A changed record about three quarters in.
+    let mut lines = clean.clone();
+    let j = tool_line_index(&lines, 30_000);
+    let seq = parse(&lines[j])["seq"].as_u64().unwrap();
+    lines[j] = lines[j].replace("\"duration_ms\":1.5", "\"duration_ms\":7.5");
+    write_lines(&seg, &lines);
+    let r = verify(dir.path());
+    assert_eq!(
+        codes(&r),
+        vec![FindingCode::HashMismatch],
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.findings[0].seq, Some(seq));
+    assert_eq!(r.findings[0].offset, Some(offset_of(&lines, j)));
+
+    // As after a crash: the last line half written.
+    let last = clean.len() - 1;
+    let mut text = clean[..last].join("\n");
+    text.push('\n');
+    text.push_str(&clean[last][..30]);
+    std::fs::write(&seg, text).unwrap();
+    // The signed head a crash leaves: the last checkpoint written whole.
+    let cp = clean[..last]
+        .iter()
+        .rposition(|l| l.contains("\"kind\":\"checkpoint\""))
+        .unwrap();
+    std::fs::write(s.join("head.json"), format!("{}\n", clean[cp])).unwrap();
+    let r = verify(dir.path());
+    assert!(codes(&r).is_empty(), "{:#?}", r.findings);
+    let torn = r.with_code(FindingCode::TornTail);
+    assert_eq!(torn.len(), 1, "{:#?}", r.findings);
+    assert_eq!(torn[0].offset, Some(offset_of(&clean, last)));
+}
