@@ -697,15 +697,23 @@ fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str) -> Che
     if lines.len() <= chunk {
         return run(lines);
     }
+    // The calling thread checks the last part itself.
+    let parts: Vec<&[Line<'_>]> = lines.chunks(chunk).collect();
+    let Some((own, others)) = parts.split_last() else {
+        return run(lines);
+    };
     let results: Vec<(Vec<Rec>, Vec<Finding>, u64)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = lines
-            .chunks(chunk)
+        let handles: Vec<_> = others
+            .iter()
             .map(|part| scope.spawn(move || run(part)))
             .collect();
-        handles
+        let mine = run(own);
+        let mut all: Vec<_> = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())
-            .collect()
+            .collect();
+        all.push(mine);
+        all
     });
     let mut all = (Vec::with_capacity(lines.len()), Vec::new(), 0u64);
     for (r, f, e) in results {
