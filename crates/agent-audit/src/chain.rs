@@ -174,7 +174,8 @@ impl ChainWriter {
         let owed = std::mem::take(&mut self.owed);
         let key = &*self.key;
         let sign_all = |part: &[(usize, [u8; 32])]| -> Vec<String> {
-            part.iter().map(|(_, h)| key.sign_hash(h)).collect()
+            let hashes: Vec<[u8; 32]> = part.iter().map(|(_, h)| *h).collect();
+            key.sign_hashes(&hashes)
         };
         let (theirs, ours) = owed.split_at(owed.len() / 2);
         let sigs: Vec<String> = if owed.len() < PARALLEL_SIGN_MIN {

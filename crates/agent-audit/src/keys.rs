@@ -9,11 +9,14 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use curve25519_dalek::edwards::EdwardsPoint;
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::hazmat::ExpandedSecretKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::spki::{DecodePublicKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::error::{AuditError, ErrorKind, Result};
 
@@ -121,18 +124,64 @@ impl KeyPair {
         "ed25519:".len() + self.key_id.len() + 1 + 2 * ed25519_dalek::SIGNATURE_LENGTH
     }
 
+    /// `sign_hash` of each of `hashes`, the same signatures (Ed25519 is
+    /// deterministic), made faster together: RFC 8032's steps on
+    /// curve25519-dalek's primitives, as `ed25519_dalek`'s own signing
+    /// does, except that the nonce points `R` of the whole batch share one
+    /// field inversion (`compress_batch_alloc`), a fifth of a lone
+    /// signature's time, and the key is expanded once.
+    pub fn sign_hashes(&self, hashes: &[[u8; 32]]) -> Vec<String> {
+        if hashes.len() < 2 {
+            return hashes.iter().map(|h| self.sign_hash(h)).collect();
+        }
+        let esk = ExpandedSecretKey::from(self.key.as_bytes());
+        let public = self.key.verifying_key();
+        let wide = |parts: [&[u8]; 4]| -> Scalar {
+            let mut h = Sha512::new();
+            for p in parts {
+                h.update(p);
+            }
+            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+        };
+        // r = H(prefix || M), R = rB, k = H(R || A || M), s = r + k·a,
+        // with M = SIGNING_DOMAIN || hash.
+        let nonces: Vec<Scalar> = hashes
+            .iter()
+            .map(|h| wide([&esk.hash_prefix, SIGNING_DOMAIN, h, &[]]))
+            .collect();
+        let points: Vec<EdwardsPoint> = nonces.iter().map(EdwardsPoint::mul_base).collect();
+        let compressed = EdwardsPoint::compress_batch_alloc(&points);
+        hashes
+            .iter()
+            .zip(&nonces)
+            .zip(&compressed)
+            .map(|((h, r), big_r)| {
+                let k = wide([big_r.as_bytes(), public.as_bytes(), SIGNING_DOMAIN, h]);
+                let s = k * esk.scalar + *r;
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(big_r.as_bytes());
+                sig[32..].copy_from_slice(s.as_bytes());
+                self.format_signature(&sig)
+            })
+            .collect()
+    }
+
+    fn format_signature(&self, sig: &[u8; 64]) -> String {
+        let mut out = String::with_capacity(self.signature_len());
+        out.push_str("ed25519:");
+        out.push_str(&self.key_id);
+        out.push(':');
+        crate::ids::push_hex(&mut out, sig);
+        out
+    }
+
     /// Signs a record hash: `ed25519:<key_id>:<hex>`.
     pub fn sign_hash(&self, hash: &[u8; 32]) -> String {
         let mut msg = Vec::with_capacity(SIGNING_DOMAIN.len() + 32);
         msg.extend_from_slice(SIGNING_DOMAIN);
         msg.extend_from_slice(hash);
         let sig: Signature = self.key.sign(&msg);
-        let mut out = String::with_capacity(8 + self.key_id.len() + 1 + 128);
-        out.push_str("ed25519:");
-        out.push_str(&self.key_id);
-        out.push(':');
-        crate::ids::push_hex(&mut out, &sig.to_bytes());
-        out
+        self.format_signature(&sig.to_bytes())
     }
 }
 
@@ -265,6 +314,29 @@ pub fn load_or_create_dev_key(dir: &Path) -> Result<(KeyPair, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_signatures_are_the_lone_ones() {
+        // Checked against ed25519-dalek's own signing, for random keys and
+        // hashes, and by verification.
+        for n in [0usize, 1, 2, 3, 64] {
+            let key = KeyPair::generate().unwrap();
+            let hashes: Vec<[u8; 32]> = (0..n)
+                .map(|_| {
+                    let mut h = [0u8; 32];
+                    getrandom::fill(&mut h).unwrap();
+                    h
+                })
+                .collect();
+            let batch = key.sign_hashes(&hashes);
+            assert_eq!(batch.len(), n);
+            for (h, sig) in hashes.iter().zip(&batch) {
+                assert_eq!(sig, &key.sign_hash(h));
+                assert_eq!(sig.len(), key.signature_len());
+                key.public().verify_hash(h, sig).unwrap();
+            }
+        }
+    }
 
     #[test]
     fn pem_round_trip_and_sign_verify() {
