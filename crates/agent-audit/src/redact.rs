@@ -17,14 +17,19 @@
 //! * Credentials and labelled secrets (`ghp_...`, `AKIA...`, `eyJ...`, `-----BEGIN`,
 //!   `DB_PASSWORD=`, `"apiKey":`, `Authorization:`): the regex engine's SIMD
 //!   multi-literal searcher looks for their fixed literals (credential prefixes and
-//!   pieces of label words); the family's patterns then run, anchored, from the start
-//!   of the identifier around each hit.
+//!   pieces of label words), or, in short texts, where a search's fixed cost would
+//!   dominate, a test of every 3-byte window and then a plain loop; the family's
+//!   patterns then run, anchored, from the start of the identifier around each hit,
+//!   only those whose literals are in that identifier.
 //! * `scheme://user:password@host` and e-mail addresses: only when the text has an
 //!   `@`; the e-mail regex searches for the `@` first and matches outwards.
-//! * Numbers (cards, SSNs, IBANs, IP addresses, phone numbers): a scan that reads eight
+//! * Numbers (cards, SSNs, IBANs, IP addresses, phone numbers): a scan that skips
+//!   32-byte blocks without a digit, colon or gating byte and reads the others eight
 //!   bytes at a time finds the digit runs that could be one (8 or more digits, four
 //!   dotted groups, a `::` next to a hex group, an IBAN's `DE89`), and the regex runs
-//!   only over small regions around them.
+//!   only over small regions around them, and within a region only while a digit (or
+//!   two colons) is left. At a match, only the patterns that can start with the byte
+//!   there are tried.
 //! * Azure AD client secrets: only when the text has `Q~`.
 //!
 //! Regexes only propose candidates. Each one is then checked by code that a regex
@@ -73,7 +78,7 @@ use std::ops::Range;
 use std::str::FromStr;
 
 use hmac::{Hmac, KeyInit, Mac};
-use regex::{CaptureLocations, Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{CaptureLocations, Regex, RegexBuilder};
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -825,23 +830,248 @@ struct AltSlot {
     /// The alternative has no inner groups: its span comes from a plain anchored
     /// search (the lazy DFA alone), without running a capture engine.
     plain: bool,
+    /// The bytes a match can start with. An alternative is only tried where the text
+    /// starts with one of them.
+    first: FirstBytes,
+}
+
+/// A set of bytes that every non-empty match of a pattern starts with, and whether
+/// the pattern can match the empty string (then it is tried everywhere).
+#[derive(Debug, Clone, Copy)]
+struct FirstBytes {
+    bits: [u64; 4],
+    nullable: bool,
+}
+
+impl FirstBytes {
+    /// Every byte, and empty matches: the answer when the pattern is not understood.
+    const ANY: FirstBytes = FirstBytes {
+        bits: [u64::MAX; 4],
+        nullable: true,
+    };
+
+    /// The first bytes of `pattern`'s matches, from its syntax tree.
+    fn of(pattern: &str) -> FirstBytes {
+        match regex_syntax::Parser::new().parse(pattern) {
+            Ok(hir) => Self::of_hir(&hir, 0),
+            Err(_) => Self::ANY,
+        }
+    }
+
+    fn of_hir(hir: &regex_syntax::hir::Hir, depth: usize) -> FirstBytes {
+        use regex_syntax::hir::{Class, HirKind};
+        // Patterns here are shallow; a deep one is simply tried everywhere.
+        if depth > 64 {
+            return Self::ANY;
+        }
+        let mut out = FirstBytes {
+            bits: [0; 4],
+            nullable: false,
+        };
+        match hir.kind() {
+            HirKind::Empty | HirKind::Look(_) => out.nullable = true,
+            HirKind::Literal(lit) => match lit.0.first() {
+                Some(&b) => out.add_range(b, b),
+                None => out.nullable = true,
+            },
+            HirKind::Class(Class::Bytes(class)) => {
+                for r in class.ranges() {
+                    out.add_range(r.start(), r.end());
+                }
+            }
+            HirKind::Class(Class::Unicode(class)) => {
+                for r in class.ranges() {
+                    let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
+                    if lo < 0x80 {
+                        // ASCII characters are their own first byte.
+                        out.add_range(lo as u8, hi.min(0x7F) as u8);
+                    }
+                    if hi >= 0x80 {
+                        // Any multi-byte character: every leading byte, to be safe.
+                        out.add_range(0xC0, 0xFF);
+                    }
+                }
+            }
+            HirKind::Repetition(rep) => {
+                out = Self::of_hir(&rep.sub, depth + 1);
+                out.nullable |= rep.min == 0;
+            }
+            HirKind::Capture(cap) => out = Self::of_hir(&cap.sub, depth + 1),
+            HirKind::Concat(subs) => {
+                out.nullable = true;
+                for sub in subs {
+                    let first = Self::of_hir(sub, depth + 1);
+                    out.union(&first);
+                    if !first.nullable {
+                        out.nullable = false;
+                        break;
+                    }
+                }
+            }
+            HirKind::Alternation(subs) => {
+                for sub in subs {
+                    let first = Self::of_hir(sub, depth + 1);
+                    out.union(&first);
+                    out.nullable |= first.nullable;
+                }
+            }
+        }
+        out
+    }
+
+    fn add_range(&mut self, lo: u8, hi: u8) {
+        for b in lo..=hi {
+            if let Some(word) = self.bits.get_mut(usize::from(b >> 6)) {
+                *word |= 1 << (b & 63);
+            }
+        }
+    }
+
+    /// Adds the bytes of `other` (not its nullability).
+    fn union(&mut self, other: &FirstBytes) {
+        for (a, b) in self.bits.iter_mut().zip(other.bits) {
+            *a |= b;
+        }
+    }
+
+    /// Whether a match can start at a text whose first byte is `first` (None: the
+    /// text is empty).
+    fn may_start(&self, first: Option<u8>) -> bool {
+        self.nullable
+            || first.is_some_and(|b| {
+                self.bits
+                    .get(usize::from(b >> 6))
+                    .is_some_and(|word| word & (1 << (b & 63)) != 0)
+            })
+    }
 }
 
 #[derive(Debug)]
 struct Family {
     /// All alternatives combined, for unanchored families: finds where a match starts.
-    /// Prefiltered families know where to look and only use `set`.
+    /// Prefiltered families know where to look and do without.
     regex: Option<Regex>,
-    /// The anchored alternatives as a set: one pass tells which of them match at a
-    /// given start, instead of one search per alternative.
-    set: RegexSet,
     alts: Vec<AltSlot>,
     /// For a family anchored at identifier starts: which alternatives can match at a
-    /// start, from the literals in the identifier. Replaces the set there.
+    /// start, from the literals in the identifier. Replaces the first-byte test there.
     needles: Option<Needles>,
     /// An unanchored family of one capture-free alternative without assertions: the
     /// unanchored match is the anchored one, so it is validated as it is.
     direct: bool,
+    /// For an unanchored family: what every match needs (for numbers, a digit or
+    /// two colons). Text without it is not searched.
+    needs: Option<Needs>,
+}
+
+/// What every match of an unanchored family contains: an ASCII digit, or else at
+/// least `colons` colons (for numbers: IPv6 written with hex letters only has `::`
+/// or seven colons). From the patterns' syntax trees.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    colons: usize,
+}
+
+impl Needs {
+    /// None when an alternative may match without a digit or a colon.
+    fn of(alts: &[(Alt, String)]) -> Option<Needs> {
+        let mut colons = usize::MAX;
+        for (_, pattern) in alts {
+            let hir = regex_syntax::Parser::new()
+                .parse(&strip_group_names(pattern))
+                .ok()?;
+            if ByteSet::DIGITS.min_count(&hir, 0) == 0 {
+                colons = colons.min(ByteSet::COLON.min_count(&hir, 0));
+            }
+        }
+        (colons > 0).then_some(Needs { colons })
+    }
+
+    /// Whether `text` could hold a match: eight bytes at a time.
+    fn met_by(&self, text: &[u8]) -> bool {
+        let mut colons = 0usize;
+        let mut chunks = text.chunks_exact(8);
+        for chunk in chunks.by_ref() {
+            let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+                break;
+            };
+            let w = u64::from_le_bytes(chunk);
+            if swar_digit_mask(w) != 0 {
+                return true;
+            }
+            let c = swar_eq_mask(w, b':');
+            if c != 0 {
+                colons += c.count_ones() as usize;
+                if colons >= self.colons {
+                    return true;
+                }
+            }
+        }
+        for &b in chunks.remainder() {
+            if b.is_ascii_digit() {
+                return true;
+            }
+            if b == b':' {
+                colons += 1;
+                if colons >= self.colons {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// A set of bytes.
+#[derive(Debug, Clone, Copy)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    /// ASCII digits.
+    const DIGITS: ByteSet = ByteSet([0x03FF << b'0', 0, 0, 0]);
+    const COLON: ByteSet = ByteSet([1 << b':', 0, 0, 0]);
+
+    fn contains(&self, b: u8) -> bool {
+        self.0
+            .get(usize::from(b >> 6))
+            .is_some_and(|word| word & (1 << (b & 63)) != 0)
+    }
+
+    /// The fewest bytes of this set a match of `hir` can contain, as far as its syntax
+    /// tree tells (a lower bound).
+    fn min_count(&self, hir: &regex_syntax::hir::Hir, depth: usize) -> usize {
+        use regex_syntax::hir::{Class, HirKind};
+        if depth > 64 {
+            return 0;
+        }
+        match hir.kind() {
+            HirKind::Empty | HirKind::Look(_) => 0,
+            HirKind::Literal(lit) => lit.0.iter().filter(|&&b| self.contains(b)).count(),
+            // A class counts when every member is one of the bytes.
+            HirKind::Class(Class::Bytes(class)) => usize::from(
+                class
+                    .ranges()
+                    .iter()
+                    .all(|r| (r.start()..=r.end()).all(|b| self.contains(b))),
+            ),
+            HirKind::Class(Class::Unicode(class)) => usize::from(class.ranges().iter().all(|r| {
+                let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
+                hi < 0x80 && (lo..=hi).all(|c| u8::try_from(c).is_ok_and(|b| self.contains(b)))
+            })),
+            HirKind::Repetition(rep) => usize::try_from(rep.min)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(self.min_count(&rep.sub, depth + 1)),
+            HirKind::Capture(cap) => self.min_count(&cap.sub, depth + 1),
+            HirKind::Concat(subs) => subs
+                .iter()
+                .map(|sub| self.min_count(sub, depth + 1))
+                .fold(0, usize::saturating_add),
+            HirKind::Alternation(subs) => subs
+                .iter()
+                .map(|sub| self.min_count(sub, depth + 1))
+                .min()
+                .unwrap_or(0),
+        }
+    }
 }
 
 /// Literals of which every match of an alternative of the secret family has one,
@@ -920,6 +1150,10 @@ struct Needles {
     /// Per first byte: the needles that start with it and the alternatives (bits by
     /// index in the family) they stand for.
     by_first: Vec<Vec<Needle>>,
+    /// The first two bytes of every needle, as a bit set indexed by `b0 << 8 | b1`:
+    /// most positions in an identifier start no needle, and one bit test rules them
+    /// out. None when a needle is shorter than two bytes.
+    pairs: Option<Box<[u64; 1024]>>,
     /// Alternatives without needles (a configured label word, matched case
     /// insensitively): always candidates.
     always: u64,
@@ -930,6 +1164,7 @@ impl Needles {
     /// list; a later one holds configured words and gets none.
     fn build(alts: &[AltSlot]) -> Needles {
         let mut by_first: Vec<Vec<Needle>> = vec![Vec::new(); 256];
+        let mut pairs = Some(Box::new([0u64; 1024]));
         let mut always = 0u64;
         let mut seen_labelled = false;
         for (i, slot) in alts.iter().enumerate().take(64) {
@@ -951,6 +1186,15 @@ impl Needles {
                             always |= bit;
                             continue;
                         };
+                        match (bytes, &mut pairs) {
+                            (&[b0, b1, ..], Some(set)) => {
+                                let pair = usize::from(b0) << 8 | usize::from(b1);
+                                if let Some(word) = set.get_mut(pair >> 6) {
+                                    *word |= 1 << (pair & 63);
+                                }
+                            }
+                            _ => pairs = None,
+                        }
                         match list.iter_mut().find(|n| n.bytes == bytes) {
                             Some(n) => n.alts |= bit,
                             None => {
@@ -968,41 +1212,100 @@ impl Needles {
                 None => always |= bit,
             }
         }
-        Needles { by_first, always }
+        Needles {
+            by_first,
+            pairs,
+            always,
+        }
     }
 
     /// The alternatives that can match at the start of `rest`: those with a needle
     /// starting inside the identifier there.
     fn candidates(&self, rest: &[u8]) -> u64 {
         let mut mask = self.always;
-        for (i, &b) in rest.iter().enumerate() {
-            if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-                break;
-            }
-            let (Some(list), Some(tail)) = (self.by_first.get(usize::from(b)), rest.get(i..))
-            else {
-                continue;
-            };
-            if list.is_empty() {
-                continue;
-            }
-            let (word, _) = head_word(tail);
-            for n in list {
-                if word & n.head_mask == n.head && (n.bytes.len() <= 4 || tail.starts_with(n.bytes))
-                {
-                    mask |= n.alts;
+        let is_ident = |b: u8| IDENT_BYTE.get(usize::from(b)).is_some_and(|&x| x);
+        match &self.pairs {
+            Some(pairs) => {
+                // Every position in the identifier with the byte after it (which may
+                // be past the identifier: needles like `sig=` end outside it). No
+                // needle starts at a position whose pair of bytes starts none, and no
+                // needle is shorter than two bytes.
+                let Some(&first) = rest.first() else {
+                    return mask;
+                };
+                if !is_ident(first) {
+                    return mask;
                 }
+                let mut prev = first;
+                for (i, &b) in rest.iter().enumerate().skip(1) {
+                    let pair = usize::from(prev) << 8 | usize::from(b);
+                    if pairs
+                        .get(pair >> 6)
+                        .is_some_and(|word| word & (1 << (pair & 63)) != 0)
+                    {
+                        mask |= self.at(rest, i - 1);
+                    }
+                    if !is_ident(b) {
+                        break;
+                    }
+                    prev = b;
+                }
+            }
+            None => {
+                for i in 0..rest
+                    .iter()
+                    .position(|&b| !is_ident(b))
+                    .unwrap_or(rest.len())
+                {
+                    mask |= self.at(rest, i);
+                }
+            }
+        }
+        mask
+    }
+
+    /// The alternatives of the needles that start at `rest[i]`.
+    fn at(&self, rest: &[u8], i: usize) -> u64 {
+        let (Some(tail), Some(list)) = (
+            rest.get(i..),
+            rest.get(i).and_then(|&b| self.by_first.get(usize::from(b))),
+        ) else {
+            return 0;
+        };
+        let (word, _) = head_word(tail);
+        let mut mask = 0;
+        for n in list {
+            if word & n.head_mask == n.head && (n.bytes.len() <= 4 || tail.starts_with(n.bytes)) {
+                mask |= n.alts;
             }
         }
         mask
     }
 }
 
+/// The identifier bytes `[A-Za-z0-9_.-]`.
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const IDENT_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-';
+        b += 1;
+    }
+    table
+};
+
 /// A family that is only tried where a literal prefilter hits.
 #[derive(Debug)]
 struct Prefiltered {
     /// Alternations of plain literals: cheap to search for.
     pre: Vec<Regex>,
+    /// The same literals, searched by hand in short texts, where the regex search's
+    /// fixed cost is most of the work. Empty when a literal is too short for
+    /// [`Literals`].
+    short: Vec<Literals>,
     /// The family, anchored.
     family: Family,
     /// Hits are inside a label word: back up to the start of the identifier.
@@ -1109,17 +1412,9 @@ fn build_family(
             groups,
             left_boundary: pattern.starts_with(r"(?-u:\b)"),
             plain,
+            first: FirstBytes::of(&strip_group_names(body)),
         });
     }
-    let set = RegexSetBuilder::new(
-        renamed
-            .iter()
-            .map(|body| format!("^(?:{})", strip_group_names(body))),
-    )
-    .size_limit(64 << 20)
-    .dfa_size_limit(16 << 20)
-    .build()
-    .map_err(|e| err(e.to_string()))?;
     let direct = match (alts, slots.as_slice()) {
         ([(_, pattern)], [slot]) => {
             !anchored
@@ -1131,12 +1426,13 @@ fn build_family(
         }
         _ => false,
     };
+    let needs = if anchored { None } else { Needs::of(alts) };
     Ok(Family {
         regex,
-        set,
         alts: slots,
         needles: None,
         direct,
+        needs,
     })
 }
 
@@ -1147,6 +1443,11 @@ fn build_prefiltered(
     back_up: bool,
 ) -> Result<Prefiltered, RedactError> {
     let mut pre = Vec::with_capacity(literal_sets.len());
+    let short = literal_sets
+        .iter()
+        .map(|literals| Literals::build(literals))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
     for literals in literal_sets {
         let pattern = literals
             .iter()
@@ -1164,9 +1465,74 @@ fn build_prefiltered(
     }
     Ok(Prefiltered {
         pre,
+        short,
         family,
         back_up,
     })
+}
+
+/// A list of literals, found the way a regex alternation of them finds them
+/// (leftmost-first: the leftmost position where one matches, and there the first
+/// literal in list order), without the regex engine's fixed cost per search.
+#[derive(Debug)]
+struct Literals {
+    literals: Vec<Box<[u8]>>,
+    /// Per first byte: indices into `literals` of those starting with it, in order.
+    by_first: Vec<Vec<usize>>,
+    /// The first two bytes of every literal, as a bit set indexed by `b0 << 8 | b1`.
+    pairs: Box<[u64; 1024]>,
+}
+
+impl Literals {
+    /// None when a literal is shorter than two bytes.
+    fn build(literals: &[String]) -> Option<Literals> {
+        let mut by_first = vec![Vec::new(); 256];
+        let mut pairs = Box::new([0u64; 1024]);
+        for (i, lit) in literals.iter().enumerate() {
+            let &[b0, b1, ..] = lit.as_bytes() else {
+                return None;
+            };
+            by_first.get_mut(usize::from(b0))?.push(i);
+            let pair = usize::from(b0) << 8 | usize::from(b1);
+            *pairs.get_mut(pair >> 6)? |= 1 << (pair & 63);
+        }
+        Some(Literals {
+            literals: literals
+                .iter()
+                .map(|l| l.as_bytes().to_vec().into_boxed_slice())
+                .collect(),
+            by_first,
+            pairs,
+        })
+    }
+
+    /// The leftmost-first match at or after `pos`, as `(start, end)`.
+    fn find_at(&self, text: &str, pos: usize) -> Option<(usize, usize)> {
+        let hay = text.as_bytes().get(pos..)?;
+        for (i, pair) in hay.windows(2).enumerate() {
+            let &[b0, b1] = pair else {
+                continue;
+            };
+            let pair = usize::from(b0) << 8 | usize::from(b1);
+            if self
+                .pairs
+                .get(pair >> 6)
+                .is_none_or(|word| word & (1 << (pair & 63)) == 0)
+            {
+                continue;
+            }
+            let (Some(tail), Some(list)) = (hay.get(i..), self.by_first.get(usize::from(b0)))
+            else {
+                continue;
+            };
+            for lit in list.iter().filter_map(|&k| self.literals.get(k)) {
+                if tail.starts_with(lit) {
+                    return Some((pos + i, pos + i + lit.len()));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// A validated match, before overlap resolution.
@@ -1272,9 +1638,15 @@ impl fmt::Debug for Redactor {
 /// of the work, and most short strings hold no literal at all.
 const TRIGRAM_MAX_LEN: usize = 64;
 
-/// A bit set of hashed 3-byte prefixes of literals: if no 3-byte window of a text is
-/// in the set, the text contains none of the literals.
-struct Trigrams([u64; 1024]);
+/// The 3-byte prefixes of literals: a bit set of their hashes for a quick test, and
+/// the prefixes themselves to confirm a hit, so that a text passes only when it
+/// really holds one of them. If no 3-byte window of a text is a prefix, the text
+/// contains none of the literals.
+struct Trigrams {
+    bits: [u64; 1024],
+    /// Sorted, deduplicated.
+    exact: Vec<u32>,
+}
 
 impl Trigrams {
     /// Hashes the three bytes in the low 24 bits of `x` to 16 bits.
@@ -1283,36 +1655,52 @@ impl Trigrams {
     }
 
     fn build<'a>(literals: impl IntoIterator<Item = &'a str>) -> Option<Box<Trigrams>> {
-        let mut set = Box::new(Trigrams([0; 1024]));
+        let mut set = Box::new(Trigrams {
+            bits: [0; 1024],
+            exact: Vec::new(),
+        });
         for lit in literals {
             let &[a, b, c, ..] = lit.as_bytes() else {
                 return None;
             };
-            let h = Self::hash((u32::from(a) << 16) | (u32::from(b) << 8) | u32::from(c));
-            *set.0.get_mut(h >> 6)? |= 1 << (h & 63);
+            let x = (u32::from(a) << 16) | (u32::from(b) << 8) | u32::from(c);
+            let h = Self::hash(x);
+            *set.bits.get_mut(h >> 6)? |= 1 << (h & 63);
+            set.exact.push(x);
         }
+        set.exact.sort_unstable();
+        set.exact.dedup();
         Some(set)
     }
 
-    fn any_in(&self, bytes: &[u8]) -> bool {
+    /// [`quick_scan`]'s [`BYTE_CLASS`] bits of `bytes`, and whether one of its 3-byte
+    /// windows is a literal's prefix, in one pass.
+    fn classify(&self, bytes: &[u8]) -> (u8, bool) {
+        let class = |b: u8| {
+            BYTE_CLASS
+                .get(usize::from(b))
+                .copied()
+                .unwrap_or(NEEDS_SCAN)
+        };
         let mut iter = bytes.iter();
         let (Some(&a), Some(&b)) = (iter.next(), iter.next()) else {
-            return false;
+            return (bytes.iter().fold(0, |acc, &b| acc | class(b)), false);
         };
-        // A rolling window of the last three bytes.
+        let mut acc = class(a) | class(b);
         let mut x = (u32::from(a) << 8) | u32::from(b);
+        let mut hit = false;
         for &c in iter {
+            acc |= class(c);
             x = (x << 8) | u32::from(c);
             let h = Self::hash(x);
-            if self
-                .0
-                .get(h >> 6)
-                .is_some_and(|word| word & (1 << (h & 63)) != 0)
-            {
-                return true;
-            }
+            hit = hit
+                || self
+                    .bits
+                    .get(h >> 6)
+                    .is_some_and(|word| word & (1 << (h & 63)) != 0)
+                    && self.exact.binary_search(&(x & 0x00FF_FFFF)).is_ok();
         }
-        false
+        (acc, hit)
     }
 }
 
@@ -1595,14 +1983,6 @@ impl Redactor {
         }
     }
 
-    /// False when `text` certainly holds none of the secret prefilter's literals.
-    fn may_hold_literal(&self, text: &str) -> bool {
-        match &self.trigrams {
-            Some(t) if text.len() <= TRIGRAM_MAX_LEN => t.any_in(text.as_bytes()),
-            _ => true,
-        }
-    }
-
     fn is_allowed(&self, value: &str) -> bool {
         self.allow_values.contains(value) || self.allow_patterns.iter().any(|p| p.is_match(value))
     }
@@ -1615,9 +1995,23 @@ impl Redactor {
             return out;
         }
         // One pass finds the number regions and the rare bytes that gate the `Q~`,
-        // `@` and `%40` families.
-        let scan = quick_scan(text.as_bytes()).unwrap_or_else(|| scan_bytes(text.as_bytes()));
-        if self.may_hold_literal(text) {
+        // `@` and `%40` families; in a short text, the same pass looks for the
+        // literals' first three bytes.
+        let bytes = text.as_bytes();
+        let (quick, literal) = match &self.trigrams {
+            Some(t) if bytes.len() <= TRIGRAM_MAX_LEN => {
+                let (acc, literal) = t.classify(bytes);
+                (quick_scan_from(bytes, acc), literal)
+            }
+            _ => (quick_scan(bytes), true),
+        };
+        // Most strings of a payload are short and clean: no digit, colon or gating
+        // byte, and no literal. Nothing else can match in them.
+        if quick.as_ref().is_some_and(|q| q.rare == 0) && !literal && self.custom.is_empty() {
+            return out;
+        }
+        let scan = quick.unwrap_or_else(|| scan_bytes(bytes));
+        if literal {
             self.scan_prefiltered(&self.secrets, text, &mut out, true);
         }
         if scan.rare & HAS_TILDE != 0 && text.contains("Q~") {
@@ -1663,29 +2057,35 @@ impl Redactor {
         out: &mut Vec<Found>,
         reclassify: bool,
     ) {
-        for pre in &pf.pre {
+        // In a short text, the literals are found by hand.
+        let short = text.len() <= TRIGRAM_MAX_LEN && pf.short.len() == pf.pre.len();
+        for (k, pre) in pf.pre.iter().enumerate() {
             let mut pos = 0;
             let mut last_start = usize::MAX;
             while pos < text.len() {
-                let Some(m) = pre.find_at(text, pos) else {
+                let found = match pf.short.get(k) {
+                    Some(lits) if short => lits.find_at(text, pos),
+                    _ => pre.find_at(text, pos).map(|m| (m.start(), m.end())),
+                };
+                let Some((m_start, m_end)) = found else {
                     break;
                 };
                 let start = if pf.back_up {
-                    match identifier_start(text, m.start()) {
+                    match identifier_start(text, m_start) {
                         Some(start) => start,
                         // Deep inside a long run of identifier characters (a base64
                         // blob): not where a label or a credential starts.
                         None => {
-                            pos = m.end();
+                            pos = m_end;
                             continue;
                         }
                     }
                 } else {
-                    m.start()
+                    m_start
                 };
                 // Several literals in one identifier lead to the same start.
                 if start == last_start {
-                    pos = m.end();
+                    pos = m_end;
                     continue;
                 }
                 last_start = start;
@@ -1694,13 +2094,13 @@ impl Redactor {
                     self.first_valid_alt(&pf.family, (text, text), start, reclassify, &mut reach);
                 match found {
                     Some(found) => {
-                        pos = found.end.max(m.end());
+                        pos = found.end.max(m_end);
                         out.push(found);
                     }
                     // A long candidate was rejected (`token=$...` running on for
                     // kilobytes): hits inside it would each rescan the same text.
                     None if reach > start + 256 => pos = reach,
-                    None => pos = next_char_boundary(text, m.start()),
+                    None => pos = next_char_boundary(text, m_start),
                 }
             }
         }
@@ -1733,6 +2133,18 @@ impl Redactor {
         };
         let mut pos = from;
         while pos < hay.len() {
+            // No match fits in what is left (after a number, the rest of its region
+            // is often prose): skip the search. Not tested before the first search,
+            // which looks at a region found around digits or colons.
+            if pos > from
+                && let Some(needs) = &family.needs
+                && !hay
+                    .as_bytes()
+                    .get(pos..)
+                    .is_some_and(|rest| needs.met_by(rest))
+            {
+                break;
+            }
             let Some(m) = regex.find_at(hay, pos) else {
                 break;
             };
@@ -1789,13 +2201,12 @@ impl Redactor {
         reach: &mut usize,
     ) -> Option<Found> {
         let rest = hay.get(start..ceil_char_boundary(hay, start.saturating_add(MAX_MATCH)))?;
-        // Most prefilter hits are not secrets: the set rejects them in one DFA pass,
-        // without allocating.
+        // Most candidates are ruled out for most alternatives without running them.
         let mut matched = [true; MAX_ALTS];
         let matched = matched.get_mut(..family.alts.len())?;
         if let Some(needles) = &family.needles {
             // The few alternatives whose literals are in the identifier; each is then
-            // tried on its own, which is cheaper than running the whole set.
+            // tried on its own.
             let mask = needles.candidates(rest.as_bytes());
             if mask == 0 {
                 return None;
@@ -1803,9 +2214,18 @@ impl Redactor {
             for (i, m) in matched.iter_mut().enumerate() {
                 *m = i < 64 && mask & (1 << i) != 0;
             }
-        } else if family.alts.len() > 1 && !family.set.matches_read_at(matched, rest, 0) {
-            // With one alternative, the set would only repeat the anchored search below.
-            return None;
+        } else if family.alts.len() > 1 {
+            // Only the alternatives that can start with the byte here; each is then
+            // tried on its own (an anchored search that fails within a few bytes).
+            let first = rest.as_bytes().first().copied();
+            let mut any = false;
+            for (m, slot) in matched.iter_mut().zip(&family.alts) {
+                *m = slot.first.may_start(first);
+                any |= *m;
+            }
+            if !any {
+                return None;
+            }
         }
         let mut locs: Option<CaptureLocations> = None;
         for (slot, _) in family.alts.iter().zip(matched.iter()).filter(|(_, m)| **m) {
@@ -1856,13 +2276,7 @@ impl Redactor {
     fn specific_kind(&self, value: &str) -> Option<RedactionKind> {
         let mut found = Vec::new();
         // Credentials start with one of the credential literals; check that first.
-        let starts_with_literal = self
-            .secrets
-            .pre
-            .first()
-            .and_then(|pre| pre.find(value))
-            .is_some_and(|m| m.start() == 0);
-        if starts_with_literal {
+        if starts_with_credential_literal(value) {
             found.extend(self.match_at(&self.secrets.family, value, 0, false));
         } else if value.contains("Q~") {
             self.scan_unanchored(&self.azure_ad, value, 0, value.len(), &mut found, false);
@@ -2164,7 +2578,7 @@ impl Redactor {
         // are the last three bytes of the normalised key.
         if self.secret_keys.is_empty()
             && !service_account
-            && !raw_tail3(key).is_some_and(|t| SECRET_KEY_TAILS.contains(&t))
+            && !raw_tail3(key).is_some_and(is_secret_tail)
         {
             return None;
         }
@@ -2320,21 +2734,29 @@ fn format_integer(mut n: u64, negative: bool, buf: &mut [u8; 24]) -> &str {
 /// inside it).
 fn resolve_overlaps(mut found: Vec<Found>) -> Vec<Found> {
     found.sort_by(|x, y| x.start.cmp(&y.start).then(y.end.cmp(&x.end)));
-    let mut out: Vec<Found> = Vec::with_capacity(found.len());
-    for f in found {
-        match out.last() {
+    // In place: the first `kept` entries are the result so far, and entry `i >= kept`
+    // is the next one to place.
+    let mut kept = 0usize;
+    for i in 0..found.len() {
+        let (Some(f), last) = (found.get(i), kept.checked_sub(1).and_then(|k| found.get(k))) else {
+            continue;
+        };
+        match last {
             Some(last) if f.start < last.end => {
                 if f.priority > last.priority {
-                    out.pop();
                     // The one before `last` ends at or before `last.start <= f.start`,
                     // so `f` cannot overlap it.
-                    out.push(f);
+                    found.swap(kept - 1, i);
                 }
             }
-            _ => out.push(f),
+            _ => {
+                found.swap(kept, i);
+                kept += 1;
+            }
         }
     }
-    out
+    found.truncate(kept);
+    found
 }
 
 // ---------------------------------------------------------------------------------
@@ -2375,6 +2797,16 @@ fn base64_decode_prefix(s: &str, max: usize) -> Vec<u8> {
         out.extend_from_slice(&acc.to_be_bytes()[1..]);
     }
     out
+}
+
+/// Whether `value` starts with one of [`CREDENTIAL_LITERALS`]: what the first secret
+/// prefilter would say about its start, without a search through all of it.
+fn starts_with_credential_literal(value: &str) -> bool {
+    value.as_bytes().first().is_some_and(|&b0| {
+        CREDENTIAL_LITERALS
+            .iter()
+            .any(|l| l.as_bytes().first() == Some(&b0) && value.starts_with(l))
+    })
 }
 
 /// Start of the identifier (`[A-Za-z0-9_.-]`) around `i`, or None if it starts more
@@ -2467,8 +2899,10 @@ const BYTE_CLASS: [u8; 256] = {
 const QUICK_SCAN_MAX_LEN: usize = 128;
 
 /// [`scan_bytes`] for a short text with no digit and no `:`, where it would find no
-/// region and only the rare bytes: one table lookup per byte. None when the text is
-/// long or has a digit or a colon (then `scan_bytes` must run).
+/// region and only the rare bytes: one table lookup per byte. The same for an integer
+/// shorter than eight bytes (digits and `-`): too short for a number-family region
+/// (see [`DigitRun::is_region`]). None when the text is long or has a digit or a
+/// colon otherwise (then `scan_bytes` must run).
 fn quick_scan(bytes: &[u8]) -> Option<ByteScan> {
     if bytes.len() > QUICK_SCAN_MAX_LEN {
         return None;
@@ -2480,14 +2914,24 @@ fn quick_scan(bytes: &[u8]) -> Option<ByteScan> {
             .copied()
             .unwrap_or(NEEDS_SCAN);
     }
-    (acc & NEEDS_SCAN == 0).then(|| ByteScan {
+    quick_scan_from(bytes, acc)
+}
+
+/// [`quick_scan`], given the [`BYTE_CLASS`] bits of all of `bytes`.
+fn quick_scan_from(bytes: &[u8], acc: u8) -> Option<ByteScan> {
+    if bytes.len() > QUICK_SCAN_MAX_LEN {
+        return None;
+    }
+    let short_integer =
+        || bytes.len() < 8 && bytes.iter().all(|&b| b.is_ascii_digit() || b == b'-');
+    (acc & NEEDS_SCAN == 0 || short_integer()).then(|| ByteScan {
         regions: Vec::new(),
-        rare: acc,
+        rare: acc & !NEEDS_SCAN,
     })
 }
 
 /// State of the digit run being read by [`scan_bytes`].
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct DigitRun {
     active: bool,
     start: usize,
@@ -2499,26 +2943,17 @@ struct DigitRun {
     dots: usize,
     gap: usize,
     only_date_seps: bool,
-    /// The run starts right after two letters that start a word, like the `DE89` of
-    /// an IBAN whose account part may hold few digits.
-    after_country: bool,
 }
 
 impl DigitRun {
     fn push(&mut self, i: usize, c: u8, bytes: &[u8], regions: &mut Vec<(usize, usize)>) {
         if c.is_ascii_digit() {
             if !self.active {
-                let before = |k: usize| i.checked_sub(k).and_then(|j| bytes.get(j)).copied();
-                let (c1, c2) = (before(1).unwrap_or(0), before(2).unwrap_or(0));
-                let after_country = ((c1.is_ascii_uppercase() && c2.is_ascii_uppercase())
-                    || (c1.is_ascii_lowercase() && c2.is_ascii_lowercase()))
-                    && before(3).is_none_or(|c| !is_word_byte(c));
                 *self = DigitRun {
                     active: true,
                     start: i,
                     groups: 1,
                     only_date_seps: true,
-                    after_country,
                     ..DigitRun::default()
                 };
             } else if self.gap > 0 {
@@ -2558,6 +2993,15 @@ impl DigitRun {
             return;
         }
         self.active = false;
+        // Every region needs two digits or more (see `is_region`); most runs in hex
+        // and base64 text have one.
+        if self.digits >= 2 && self.is_region(bytes) {
+            regions.push(region_around(bytes, self.start, self.end));
+        }
+    }
+
+    /// Whether the finished run could be (part of) a number-family match.
+    fn is_region(&self, bytes: &[u8]) -> bool {
         let glued = |c: Option<&u8>| c.is_some_and(|&c| is_word_byte(c));
         let glued_start = glued(self.start.checked_sub(1).and_then(|j| bytes.get(j)));
         let glued_end = glued(bytes.get(self.end));
@@ -2576,10 +3020,24 @@ impl DigitRun {
         // `2024-05-01` and `01/05/2024`: dates are the most common 8-digit runs and no
         // number pattern matches them.
         let date = self.groups == 3 && self.digits == 8 && self.only_date_seps;
-        let iban = self.after_country && self.first_group_len() >= 2;
-        if (effective >= 8 && !date) || (self.dots >= 3 && self.groups >= 4) || iban {
-            regions.push(region_around(bytes, self.start, self.end));
-        }
+        (effective >= 8 && !date)
+            || (self.dots >= 3 && self.groups >= 4)
+            || (self.first_group_len() >= 2 && self.after_country(bytes))
+    }
+
+    /// The run starts right after two letters that start a word, like the `DE89` of
+    /// an IBAN whose account part may hold few digits.
+    fn after_country(&self, bytes: &[u8]) -> bool {
+        let before = |k: usize| {
+            self.start
+                .checked_sub(k)
+                .and_then(|j| bytes.get(j))
+                .copied()
+        };
+        let (c1, c2) = (before(1).unwrap_or(0), before(2).unwrap_or(0));
+        ((c1.is_ascii_uppercase() && c2.is_ascii_uppercase())
+            || (c1.is_ascii_lowercase() && c2.is_ascii_lowercase()))
+            && before(3).is_none_or(|c| !is_word_byte(c))
     }
 }
 
@@ -2603,9 +3061,10 @@ fn plausible_double_colon(bytes: &[u8], k: usize) -> bool {
 /// that family needs either at least 8 digits in one run of digit groups (separated by
 /// at most two of ` .-()+/`), four dot-separated groups (IPv4), or, for IPv6, a `::`
 /// next to a hex group or seven colons within 48 bytes. Runs glued to letters on both
-/// sides (digits inside a hex digest) do not count. The scan handles eight bytes at a
-/// time and looks at single bytes only in words that contain a digit, so the regex
-/// runs over a small part of ordinary text.
+/// sides (digits inside a hex digest) do not count. The scan skips blocks of four words
+/// that hold none of the bytes it acts on, handles the others eight bytes at a time and
+/// looks at single bytes only in words that contain a digit, so the regex runs over a
+/// small part of ordinary text.
 ///
 /// The same pass notes which of the bytes that gate other families (`~`, `@`, `%`)
 /// occur, so that the text is read once rather than once per byte searched for.
@@ -2618,8 +3077,46 @@ fn scan_bytes(bytes: &[u8]) -> ByteScan {
     let mut colon_sum = 0u32;
     let mut prev_last_colon = false;
     let mut chunks = bytes.chunks_exact(8);
-    for (n, chunk) in chunks.by_ref().enumerate() {
+    // Where the next block of four words is tested; a short text is read word by word.
+    let mut next_block = if bytes.len() < 2 * SCAN_BLOCK {
+        usize::MAX
+    } else {
+        0
+    };
+    let mut n = 0;
+    while let Some(chunk) = chunks.next() {
         let i = n * 8;
+        let word = n;
+        n += 1;
+        if word >= next_block {
+            // One comparison pass without branches (which the compiler turns into
+            // SIMD) tells whether any of four words needs a closer look. In prose and
+            // JSON most do not.
+            match bytes
+                .get(i..i + SCAN_BLOCK)
+                .and_then(|b| <&[u8; SCAN_BLOCK]>::try_from(b).ok())
+            {
+                Some(block) if !block_needs_scan(block) => {
+                    // What the code below does for words without a digit, colon or
+                    // rare byte.
+                    if colon_sum != 0 {
+                        for k in word..word + SCAN_BLOCK / 8 {
+                            if let Some(slot) = colon_window.get_mut(k % 6) {
+                                colon_sum -= *slot;
+                                *slot = 0;
+                            }
+                        }
+                    }
+                    prev_last_colon = false;
+                    run.finish(bytes, &mut regions);
+                    chunks.nth(SCAN_BLOCK / 8 - 2);
+                    n += SCAN_BLOCK / 8 - 1;
+                    continue;
+                }
+                Some(_) => next_block = word + SCAN_BLOCK / 8,
+                None => next_block = usize::MAX,
+            }
+        }
         let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
@@ -2628,9 +3125,12 @@ fn scan_bytes(bytes: &[u8]) -> ByteScan {
             rare |= chunk.iter().fold(0, |acc, &c| acc | rare_bit(c));
         }
         let colons = swar_eq_mask(w, b':');
-        if let Some(slot) = colon_window.get_mut(n % 6) {
-            colon_sum = colon_sum - *slot + colons.count_ones();
-            *slot = colons.count_ones();
+        // Most words have no colon: skip the population count (a bit-twiddling
+        // sequence on CPUs without `popcnt`).
+        let count = if colons == 0 { 0 } else { colons.count_ones() };
+        if let Some(slot) = colon_window.get_mut(word % 6) {
+            colon_sum = colon_sum - *slot + count;
+            *slot = count;
         }
         if colons != 0 {
             // Adjacent colons inside the word, or across the previous word's end.
@@ -2654,9 +3154,7 @@ fn scan_bytes(bytes: &[u8]) -> ByteScan {
         let digits = swar_digit_mask(w);
         if digits == 0 {
             // A run cannot continue across eight bytes without a digit.
-            if run.active {
-                run.finish(bytes, &mut regions);
-            }
+            run.finish(bytes, &mut regions);
             continue;
         }
         // Outside a run, bytes before the first digit cannot matter.
@@ -2700,6 +3198,23 @@ fn scan_bytes(bytes: &[u8]) -> ByteScan {
     ByteScan { regions, rare }
 }
 
+/// Bytes per block of [`scan_bytes`]'s quick test.
+const SCAN_BLOCK: usize = 32;
+
+/// Whether `block` holds a byte that [`scan_bytes`] acts on: an ASCII digit, `:`
+/// (both in `0x30..=0x3A`), `~`, `@` or `%`. No early exit, so that it compiles to
+/// vector compares.
+fn block_needs_scan(block: &[u8; SCAN_BLOCK]) -> bool {
+    let mut acc = 0u8;
+    for &b in block {
+        acc |= u8::from(b.wrapping_sub(b'0') <= b':' - b'0')
+            | u8::from(b == b'~')
+            | u8::from(b == b'@')
+            | u8::from(b == b'%');
+    }
+    acc != 0
+}
+
 /// A region around `start..end` with context, ending where no number pattern can
 /// continue (a byte that is neither a word byte nor a separator those patterns use).
 fn region_around(bytes: &[u8], start: usize, end: usize) -> (usize, usize) {
@@ -2714,14 +3229,43 @@ fn region_around(bytes: &[u8], start: usize, end: usize) -> (usize, usize) {
     // and overlapping regions are merged).
     let settle = e + 64;
     while let Some(&c) = bytes.get(e) {
-        let soft = matches!(c, b' ' | b'.' | b'-' | b'(' | b')' | b'+' | b'/' | b':');
-        if c.is_ascii() && !is_word_byte(c) && (!soft || e >= settle) {
+        let class = REGION_END.get(usize::from(c)).copied().unwrap_or(0);
+        if class == REGION_END_HARD || (class == REGION_END_SOFT && e >= settle) {
             break;
         }
         e += 1;
     }
     (s, e)
 }
+
+/// [`REGION_END`] of an ASCII byte that is neither a word byte nor a separator the
+/// number patterns use: a region ends there.
+const REGION_END_HARD: u8 = 1;
+/// [`REGION_END`] of a separator the number patterns use (` .-()+/:`): a region only
+/// ends there when it has run on long enough.
+const REGION_END_SOFT: u8 = 2;
+
+/// Per byte, how [`region_around`] treats it as the end of a region (0: never).
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const REGION_END: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        let word = c.is_ascii_alphanumeric() || c == b'_';
+        let soft = matches!(c, b' ' | b'.' | b'-' | b'(' | b')' | b'+' | b'/' | b':');
+        table[b] = if word {
+            0
+        } else if soft {
+            REGION_END_SOFT
+        } else {
+            REGION_END_HARD
+        };
+        b += 1;
+    }
+    table
+};
 
 fn next_char_boundary(text: &str, i: usize) -> usize {
     let mut j = i + 1;
@@ -2903,6 +3447,29 @@ const SECRET_KEY_TAILS: [u32; SECRET_KEY_EXACT.len() + SECRET_KEY_SUFFIXES.len()
     out
 };
 
+/// A 64-bit filter over [`SECRET_KEY_TAILS`]: a tail whose bit is clear is none of them.
+// Evaluated at compile time: an index out of bounds fails the build, not a run.
+#[allow(clippy::indexing_slicing)]
+const SECRET_KEY_TAIL_BITS: u64 = {
+    let mut bits = 0u64;
+    let mut i = 0;
+    while i < SECRET_KEY_TAILS.len() {
+        bits |= 1 << tail_bit(SECRET_KEY_TAILS[i]);
+        i += 1;
+    }
+    bits
+};
+
+/// The bit of a tail in [`SECRET_KEY_TAIL_BITS`].
+const fn tail_bit(tail: u32) -> u32 {
+    tail.wrapping_mul(0x9E37_79B1) >> 26
+}
+
+/// Whether `tail` is in [`SECRET_KEY_TAILS`].
+fn is_secret_tail(tail: u32) -> bool {
+    SECRET_KEY_TAIL_BITS & (1 << tail_bit(tail)) != 0 && SECRET_KEY_TAILS.contains(&tail)
+}
+
 /// Every built-in secret key name is at least this long (checked at compile time), so
 /// [`SECRET_KEY_TAILS`] sees all of its tail.
 // Evaluated at compile time: an index out of bounds fails the build, not a run.
@@ -2934,6 +3501,15 @@ const SECRET_KEY_MIN_LEN: usize = {
 /// the normalised key would be shorter than three bytes (and so shorter than every
 /// built-in name, see [`SECRET_KEY_MIN_LEN`]).
 fn raw_tail3(key: &str) -> Option<u32> {
+    // Most keys end in three letters or digits.
+    if let Some(&[a, b, c]) = key.as_bytes().last_chunk::<3>()
+        && a.is_ascii_alphanumeric()
+        && b.is_ascii_alphanumeric()
+        && c.is_ascii_alphanumeric()
+    {
+        let lower = |x: u8| u32::from(x.to_ascii_lowercase());
+        return Some((lower(a) << 16) | (lower(b) << 8) | lower(c));
+    }
     let mut tail = key
         .bytes()
         .rev()
@@ -2946,7 +3522,7 @@ fn raw_tail3(key: &str) -> Option<u32> {
 fn is_secret_key(normalized: &[u8]) -> bool {
     // Most keys are not secret: rule them out with one lookup of their last three
     // bytes before comparing against every name.
-    if normalized.len() < SECRET_KEY_MIN_LEN || !SECRET_KEY_TAILS.contains(&tail3(normalized)) {
+    if normalized.len() < SECRET_KEY_MIN_LEN || !is_secret_tail(tail3(normalized)) {
         return false;
     }
     if NOT_SECRET_SUFFIXES
@@ -2968,7 +3544,11 @@ fn is_placeholder(v: &str) -> bool {
     if v.is_empty() {
         return true;
     }
-    if v.starts_with(['$', '%', '<', '{', '[']) || v.contains("{{") || v.contains("}}") {
+    // `contains("{{") || contains("}}")`, without setting up two substring searchers.
+    let bytes = v.as_bytes();
+    if v.starts_with(['$', '%', '<', '{', '['])
+        || memchr::memchr2_iter(b'{', b'}', bytes).any(|i| bytes.get(i + 1) == bytes.get(i))
+    {
         return true;
     }
     if v.chars()
@@ -2977,17 +3557,16 @@ fn is_placeholder(v: &str) -> bool {
         return true;
     }
     // Compared ignoring ASCII case, without building a lowercase copy.
-    let bytes = v.as_bytes();
     let starts_ci = |p: &[u8]| {
         bytes
             .get(..p.len())
             .is_some_and(|b| b.eq_ignore_ascii_case(p))
     };
-    if bytes
-        .windows(b"redacted".len())
-        // The first byte alone rules out most windows.
-        .any(|w| matches!(w.first(), Some(b'r' | b'R')) && w.eq_ignore_ascii_case(b"redacted"))
-        || starts_ci(b"your")
+    if memchr::memchr2_iter(b'r', b'R', bytes).any(|i| {
+        bytes
+            .get(i..i + b"redacted".len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"redacted"))
+    }) || starts_ci(b"your")
         || starts_ci(b"<your")
     {
         return true;
@@ -3392,8 +3971,23 @@ fn is_ssh_target(text: &str, start: usize) -> bool {
     };
     // Every command name below contains one of these; most text has none. Only the
     // positions of their first bytes are checked.
-    let cmd = command.as_bytes();
-    if !memchr::memchr3_iter(b's', b'r', b'm', cmd).any(|i| {
+    if !has_command_trigram(command.as_bytes()) {
+        return false;
+    }
+    command.split_whitespace().any(|word| {
+        let name = word.rsplit('/').next().unwrap_or_default();
+        matches!(
+            name,
+            "ssh" | "scp" | "sftp" | "rsync" | "mosh" | "autossh" | "ssh-copy-id" | "sshpass"
+        )
+    })
+}
+
+/// Whether `cmd` contains `ssh`, `scp`, `sft`, `rsy` or `mos`. The positions of `s`,
+/// `r` and `m` are found eight bytes at a time (prose has many, too many for a
+/// `memchr` search per hit), and only there is the rest compared.
+fn has_command_trigram(cmd: &[u8]) -> bool {
+    let at = |i: usize| {
         matches!(
             cmd.get(i..i + 3),
             Some(
@@ -3404,16 +3998,23 @@ fn is_ssh_target(text: &str, start: usize) -> bool {
                     | [b'm', b'o', b's']
             )
         )
-    }) {
-        return false;
+    };
+    let mut chunks = cmd.chunks_exact(8);
+    for (n, chunk) in chunks.by_ref().enumerate() {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk);
+        let mut firsts = swar_eq_mask(w, b's') | swar_eq_mask(w, b'r') | swar_eq_mask(w, b'm');
+        while firsts != 0 {
+            if at(n * 8 + (firsts.trailing_zeros() / 8) as usize) {
+                return true;
+            }
+            firsts &= firsts - 1;
+        }
     }
-    command.split_whitespace().any(|word| {
-        let name = word.rsplit('/').next().unwrap_or_default();
-        matches!(
-            name,
-            "ssh" | "scp" | "sftp" | "rsync" | "mosh" | "autossh" | "ssh-copy-id" | "sshpass"
-        )
-    })
+    let tail = cmd.len() - chunks.remainder().len();
+    (tail..cmd.len()).any(at)
 }
 
 /// ISO 13616 lengths per country.
@@ -3788,9 +4389,18 @@ fn validate_intl_phone(cand: &str) -> Option<usize> {
 
 /// North American numbering plan: area code and exchange both start with 2-9.
 fn nanp_ok(v: &str) -> bool {
-    let digits: Vec<u8> = v.bytes().filter(u8::is_ascii_digit).collect();
-    let d = match digits.len() {
-        10 => digits.as_slice(),
+    // The digits, on the stack: only 10 or 11 of them are accepted.
+    let mut buf = [0u8; 11];
+    let mut n = 0;
+    for b in v.bytes().filter(u8::is_ascii_digit) {
+        if let Some(slot) = buf.get_mut(n) {
+            *slot = b;
+        }
+        n += 1;
+    }
+    let digits = buf.get(..n.min(buf.len())).unwrap_or_default();
+    let d = match n {
+        10 => digits,
         11 if digits.first() == Some(&b'1') => digits.get(1..).unwrap_or_default(),
         _ => return false,
     };
@@ -4190,6 +4800,18 @@ mod tests {
                     .collect(),
             );
         }
+        // Digits, separators and hex letters: number regions, digit runs, IPv6.
+        let digits: Vec<char> = "0123456789 .-()+/:abcdefABCDEFxXDE,_@~%\n\"é"
+            .chars()
+            .collect();
+        for _ in 0..20_000 {
+            let len = (next() as usize) % 100;
+            out.push(
+                (0..len)
+                    .map(|_| digits[(next() as usize) % digits.len()])
+                    .collect(),
+            );
+        }
         for word in [
             "ssh deploy@host.example.com",
             "rsync -a x jane@acme.io",
@@ -4200,6 +4822,195 @@ mod tests {
             out.push(word.to_owned());
         }
         out
+    }
+
+    /// `DigitRun` as it was before its methods were reworked.
+    #[derive(Default)]
+    struct DigitRunReference {
+        active: bool,
+        start: usize,
+        end: usize,
+        digits: usize,
+        groups: usize,
+        first_group: usize,
+        last_group: usize,
+        dots: usize,
+        gap: usize,
+        only_date_seps: bool,
+        /// The run starts right after two letters that start a word, like the `DE89` of
+        /// an IBAN whose account part may hold few digits.
+        after_country: bool,
+    }
+
+    impl DigitRunReference {
+        fn push(&mut self, i: usize, c: u8, bytes: &[u8], regions: &mut Vec<(usize, usize)>) {
+            if c.is_ascii_digit() {
+                if !self.active {
+                    let before = |k: usize| i.checked_sub(k).and_then(|j| bytes.get(j)).copied();
+                    let (c1, c2) = (before(1).unwrap_or(0), before(2).unwrap_or(0));
+                    let after_country = ((c1.is_ascii_uppercase() && c2.is_ascii_uppercase())
+                        || (c1.is_ascii_lowercase() && c2.is_ascii_lowercase()))
+                        && before(3).is_none_or(|c| !is_word_byte(c));
+                    *self = DigitRunReference {
+                        active: true,
+                        start: i,
+                        groups: 1,
+                        only_date_seps: true,
+                        after_country,
+                        ..DigitRunReference::default()
+                    };
+                } else if self.gap > 0 {
+                    if self.groups == 1 {
+                        self.first_group = self.digits;
+                    }
+                    self.groups += 1;
+                    self.last_group = 0;
+                }
+                self.digits += 1;
+                self.last_group += 1;
+                self.gap = 0;
+                self.end = i + 1;
+            } else if self.active {
+                if matches!(c, b' ' | b'.' | b'-' | b'(' | b')' | b'+' | b'/') {
+                    self.gap += 1;
+                    self.dots += usize::from(c == b'.');
+                    self.only_date_seps &= c == b'-' || c == b'/';
+                    if self.gap <= 2 {
+                        return;
+                    }
+                }
+                self.finish(bytes, regions);
+            }
+        }
+
+        fn first_group_len(&self) -> usize {
+            if self.groups == 1 {
+                self.digits
+            } else {
+                self.first_group
+            }
+        }
+
+        fn finish(&mut self, bytes: &[u8], regions: &mut Vec<(usize, usize)>) {
+            if !self.active {
+                return;
+            }
+            self.active = false;
+            let glued = |c: Option<&u8>| c.is_some_and(|&c| is_word_byte(c));
+            let glued_start = glued(self.start.checked_sub(1).and_then(|j| bytes.get(j)));
+            let glued_end = glued(bytes.get(self.end));
+            let effective = if self.groups == 1 {
+                // One group glued on both sides is part of a hex digest or an identifier.
+                if glued_start && glued_end {
+                    0
+                } else {
+                    self.digits
+                }
+            } else {
+                self.digits
+                    - if glued_start { self.first_group } else { 0 }
+                    - if glued_end { self.last_group } else { 0 }
+            };
+            // `2024-05-01` and `01/05/2024`: dates are the most common 8-digit runs and no
+            // number pattern matches them.
+            let date = self.groups == 3 && self.digits == 8 && self.only_date_seps;
+            let iban = self.after_country && self.first_group_len() >= 2;
+            if (effective >= 8 && !date) || (self.dots >= 3 && self.groups >= 4) || iban {
+                regions.push(region_around_reference(bytes, self.start, self.end));
+            }
+        }
+    }
+
+    /// `scan_bytes` as it was before the block test: every word read.
+    fn scan_bytes_reference(bytes: &[u8]) -> ByteScan {
+        let mut regions: Vec<(usize, usize)> = Vec::new();
+        let mut rare = 0u8;
+        let mut run = DigitRunReference::default();
+        // Colons in the last six words, for the uncompressed IPv6 form.
+        let mut colon_window = [0u32; 6];
+        let mut colon_sum = 0u32;
+        let mut prev_last_colon = false;
+        let mut chunks = bytes.chunks_exact(8);
+        for (n, chunk) in chunks.by_ref().enumerate() {
+            let i = n * 8;
+            let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+                break;
+            };
+            let w = u64::from_le_bytes(chunk);
+            if swar_eq_mask(w, b'~') | swar_eq_mask(w, b'@') | swar_eq_mask(w, b'%') != 0 {
+                rare |= chunk.iter().fold(0, |acc, &c| acc | rare_bit(c));
+            }
+            let colons = swar_eq_mask(w, b':');
+            if let Some(slot) = colon_window.get_mut(n % 6) {
+                colon_sum = colon_sum - *slot + colons.count_ones();
+                *slot = colons.count_ones();
+            }
+            if colons != 0 {
+                // Adjacent colons inside the word, or across the previous word's end.
+                let pairs = colons & (colons >> 8);
+                let across = prev_last_colon && chunk[0] == b':';
+                if pairs != 0 || across {
+                    let first = if across {
+                        i - 1
+                    } else {
+                        i + (pairs.trailing_zeros() / 8) as usize
+                    };
+                    if plausible_double_colon(bytes, first) {
+                        regions.push(region_around_reference(bytes, first, first + 2));
+                    }
+                }
+                if colon_sum >= 7 {
+                    regions.push(region_around_reference(bytes, i.saturating_sub(40), i + 8));
+                }
+            }
+            prev_last_colon = chunk[7] == b':';
+            let digits = swar_digit_mask(w);
+            if digits == 0 {
+                // A run cannot continue across eight bytes without a digit.
+                if run.active {
+                    run.finish(bytes, &mut regions);
+                }
+                continue;
+            }
+            // Outside a run, bytes before the first digit cannot matter.
+            let from = if run.active {
+                0
+            } else {
+                (digits.trailing_zeros() / 8) as usize
+            };
+            for (k, &c) in chunk.iter().enumerate().skip(from) {
+                run.push(i + k, c, bytes, &mut regions);
+            }
+        }
+        let tail_start = bytes.len() - chunks.remainder().len();
+        for (k, &c) in bytes.iter().enumerate().skip(tail_start) {
+            rare |= rare_bit(c);
+            run.push(k, c, bytes, &mut regions);
+            let pair = c == b':' && bytes.get(k + 1) == Some(&b':');
+            let across = c == b':' && k == tail_start && prev_last_colon;
+            if pair || across {
+                let first = if across { k - 1 } else { k };
+                if plausible_double_colon(bytes, first) {
+                    regions.push(region_around_reference(bytes, first, first + 2));
+                }
+            }
+        }
+        run.finish(bytes, &mut regions);
+        if regions.len() > 1 {
+            regions.sort_unstable();
+            let mut merged: Vec<(usize, usize)> = Vec::with_capacity(regions.len());
+            for (s, e) in regions {
+                match merged.last_mut() {
+                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                    _ => merged.push((s, e)),
+                }
+            }
+            return ByteScan {
+                regions: merged,
+                rare,
+            };
+        }
+        ByteScan { regions, rare }
     }
 
     /// The secret-key test as it was before the tail check: every list compared.
@@ -4257,6 +5068,10 @@ mod tests {
         let mut quick = 0;
         for s in &inputs {
             let bytes = s.as_bytes();
+            let full = scan_bytes(bytes);
+            let reference = scan_bytes_reference(bytes);
+            assert_eq!(full.regions, reference.regions, "{s:?}");
+            assert_eq!(full.rare, reference.rare, "{s:?}");
             if let Some(q) = quick_scan(bytes) {
                 quick += 1;
                 let full = scan_bytes(bytes);
@@ -4376,6 +5191,272 @@ mod tests {
                 (None, None) => unreachable!(),
             };
             assert_eq!(text, value.to_string());
+        }
+    }
+
+    /// `is_placeholder` as it was before the `memchr` searches.
+    fn is_placeholder_reference(v: &str) -> bool {
+        let v = v.trim();
+        if v.is_empty() {
+            return true;
+        }
+        if v.starts_with(['$', '%', '<', '{', '[']) || v.contains("{{") || v.contains("}}") {
+            return true;
+        }
+        if v.chars()
+            .all(|c| matches!(c, '*' | 'x' | 'X' | '.' | '•' | '#' | '?' | '-' | '_'))
+        {
+            return true;
+        }
+        // Compared ignoring ASCII case, without building a lowercase copy.
+        let bytes = v.as_bytes();
+        let starts_ci = |p: &[u8]| {
+            bytes
+                .get(..p.len())
+                .is_some_and(|b| b.eq_ignore_ascii_case(p))
+        };
+        if bytes
+            .windows(b"redacted".len())
+            // The first byte alone rules out most windows.
+            .any(|w| matches!(w.first(), Some(b'r' | b'R')) && w.eq_ignore_ascii_case(b"redacted"))
+            || starts_ci(b"your")
+            || starts_ci(b"<your")
+        {
+            return true;
+        }
+        const WORDS: &[&str] = &[
+            "null",
+            "none",
+            "nil",
+            "undefined",
+            "true",
+            "false",
+            "placeholder",
+            "example",
+            "todo",
+            "tbd",
+            "n/a",
+            "na",
+            "hidden",
+            "masked",
+            "secret",
+            "password",
+            "passwd",
+            "token",
+        ];
+        WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
+    }
+
+    /// `nanp_ok` as it was, with a `Vec` of the digits.
+    fn nanp_ok_reference(v: &str) -> bool {
+        let digits: Vec<u8> = v.bytes().filter(u8::is_ascii_digit).collect();
+        let d = match digits.len() {
+            10 => digits.as_slice(),
+            11 if digits.first() == Some(&b'1') => digits.get(1..).unwrap_or_default(),
+            _ => return false,
+        };
+        matches!(d.first(), Some(b'2'..=b'9')) && matches!(d.get(3), Some(b'2'..=b'9'))
+    }
+
+    /// `region_around` as it was, before the table.
+    fn region_around_reference(bytes: &[u8], start: usize, end: usize) -> (usize, usize) {
+        let mut s = start.saturating_sub(REGION_BEFORE);
+        // Keep slices on char boundaries: step over UTF-8 continuation bytes.
+        while s > 0 && bytes.get(s).is_some_and(|&c| (0x80..0xC0).contains(&c)) {
+            s -= 1;
+        }
+        let mut e = (end + REGION_AFTER).min(bytes.len());
+        // Prefer a byte no number pattern uses; in long prose without one, settle for any
+        // non-word byte (a number starting near the cut has its own, overlapping region,
+        // and overlapping regions are merged).
+        let settle = e + 64;
+        while let Some(&c) = bytes.get(e) {
+            let soft = matches!(c, b' ' | b'.' | b'-' | b'(' | b')' | b'+' | b'/' | b':');
+            if c.is_ascii() && !is_word_byte(c) && (!soft || e >= settle) {
+                break;
+            }
+            e += 1;
+        }
+        (s, e)
+    }
+
+    /// `resolve_overlaps` as it was, into a new `Vec`.
+    fn resolve_overlaps_reference(mut found: Vec<Found>) -> Vec<Found> {
+        found.sort_by(|x, y| x.start.cmp(&y.start).then(y.end.cmp(&x.end)));
+        let mut out: Vec<Found> = Vec::with_capacity(found.len());
+        for f in found {
+            match out.last() {
+                Some(last) if f.start < last.end => {
+                    if f.priority > last.priority {
+                        out.pop();
+                        // The one before `last` ends at or before `last.start <= f.start`,
+                        // so `f` cannot overlap it.
+                        out.push(f);
+                    }
+                }
+                _ => out.push(f),
+            }
+        }
+        out
+    }
+
+    /// `Needles::candidates` as it was: every needle at every identifier position.
+    fn candidates_reference(needles: &Needles, rest: &[u8]) -> u64 {
+        let mut mask = needles.always;
+        for (i, &b) in rest.iter().enumerate() {
+            if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+                break;
+            }
+            for n in &needles.by_first[usize::from(b)] {
+                if rest[i..].starts_with(n.bytes) {
+                    mask |= n.alts;
+                }
+            }
+        }
+        mask
+    }
+
+    /// The searches that stand in for regex searches give what the regexes give: the
+    /// hand-made literal search, the exact trigram test, the first-byte and the
+    /// needle tests of alternatives, the digit-or-colon test of the number family,
+    /// and the credential-prefix test.
+    #[test]
+    fn shortcuts_match_regex_searches() {
+        let keys: Vec<String> = vec!["pin".into(), "Session-Id".into()];
+        let configured = Redactor::new(RedactionConfig {
+            secret_keys: keys.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let inputs = fast_path_inputs();
+        for (r, keys) in [(redactor(), Vec::new()), (configured, keys)] {
+            // The configured words go in lowercase, uppercase and capitalized.
+            let literals: Vec<String> = CREDENTIAL_LITERALS
+                .iter()
+                .chain(LABEL_LITERALS)
+                .map(|s| (*s).to_owned())
+                .chain(keys.iter().flat_map(|k| {
+                    let lower = k.to_ascii_lowercase();
+                    let capitalized = format!("{}{}", &k[..1].to_ascii_uppercase(), &lower[1..]);
+                    [lower, k.to_ascii_uppercase(), capitalized]
+                }))
+                .collect();
+            let trigrams = r.trigrams.as_ref().unwrap();
+            let prefixes: HashSet<&[u8]> = literals.iter().map(|l| &l.as_bytes()[..3]).collect();
+            assert_eq!(trigrams.exact.len(), prefixes.len());
+            let needles = r.secrets.family.needles.as_ref().unwrap();
+            let numbers = r.numbers.regex.as_ref().unwrap();
+            let needs = r.numbers.needs.unwrap();
+            assert_eq!(needs.colons, 2);
+            assert_eq!(r.secrets.short.len(), r.secrets.pre.len());
+            assert_eq!(r.urls.short.len(), r.urls.pre.len());
+            for (n, s) in inputs.iter().enumerate() {
+                let bytes = s.as_bytes();
+                // Trigrams: exact.
+                let (acc, hit) = trigrams.classify(bytes);
+                assert_eq!(hit, bytes.windows(3).any(|w| prefixes.contains(w)), "{s:?}");
+                let parts = |q: Option<ByteScan>| q.map(|q| (q.regions, q.rare));
+                assert_eq!(
+                    parts(quick_scan_from(bytes, acc)),
+                    parts(quick_scan(bytes)),
+                    "{s:?}"
+                );
+                assert_eq!(
+                    starts_with_credential_literal(s),
+                    r.secrets.pre[0].find(s).is_some_and(|m| m.start() == 0),
+                    "{s:?}"
+                );
+                for pos in (0..=s.len()).filter(|&p| s.is_char_boundary(p)) {
+                    // Literals: in every text as short as where they are used, at a
+                    // share of the positions in the others.
+                    for pf in [&r.secrets, &r.urls]
+                        .into_iter()
+                        .filter(|_| s.len() <= TRIGRAM_MAX_LEN || pos % 8 == 0)
+                        .filter(|_| keys.is_empty() || n % 3 == 0)
+                    {
+                        for (pre, lits) in pf.pre.iter().zip(&pf.short) {
+                            assert_eq!(
+                                lits.find_at(s, pos),
+                                pre.find_at(s, pos).map(|m| (m.start(), m.end())),
+                                "{s:?} at {pos}"
+                            );
+                        }
+                    }
+                    // The rest does not depend on the configured words: checked once,
+                    // on a share of the inputs (regex searches at every position are
+                    // slow in a debug build).
+                    if !keys.is_empty() || n % 2 == 1 {
+                        continue;
+                    }
+                    let rest = &bytes[pos..];
+                    assert_eq!(
+                        needles.candidates(rest),
+                        candidates_reference(needles, rest),
+                        "{s:?} at {pos}"
+                    );
+                    if !needs.met_by(rest) {
+                        assert!(numbers.find_at(s, pos).is_none(), "{s:?} at {pos}");
+                    }
+                    // Each alternative that matches here may start with the byte here.
+                    if n % 16 == 0 {
+                        for family in [&r.numbers, &r.secrets.family, &r.urls.family] {
+                            for slot in &family.alts {
+                                if slot.anchored.is_match(&s[pos..]) {
+                                    assert!(
+                                        slot.first.may_start(rest.first().copied()),
+                                        "{:?} {s:?} at {pos}",
+                                        slot.alt
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                for i in (0..=bytes.len()).step_by(3) {
+                    let end = (i + 5).min(bytes.len());
+                    assert_eq!(
+                        region_around(bytes, i, end),
+                        region_around_reference(bytes, i, end),
+                        "{s:?} at {i}"
+                    );
+                }
+                // Findings of every family, overlapping as they come.
+                let mut found = Vec::new();
+                let mut seed = n as u64 + 1;
+                for _ in 0..(n % 9) {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    let start = (seed >> 33) as usize % 40;
+                    found.push(Found {
+                        kind: RedactionKind::Email,
+                        start,
+                        end: start + 1 + (seed >> 45) as usize % 12,
+                        priority: (seed >> 20) as u8 % 5,
+                    });
+                }
+                let spans = |v: Vec<Found>| -> Vec<(usize, usize, u8)> {
+                    v.iter().map(|f| (f.start, f.end, f.priority)).collect()
+                };
+                assert_eq!(
+                    spans(resolve_overlaps(found.clone())),
+                    spans(resolve_overlaps_reference(found))
+                );
+                assert_eq!(is_placeholder(s), is_placeholder_reference(s), "{s:?}");
+                assert_eq!(nanp_ok(s), nanp_ok_reference(s), "{s:?}");
+            }
+        }
+        // Every tail a key can have: three lowercase letters or digits.
+        let alnum: Vec<u32> = (b'0'..=b'9').chain(b'a'..=b'z').map(u32::from).collect();
+        for &a in &alnum {
+            for &b in &alnum {
+                for &c in &alnum {
+                    let tail = (a << 16) | (b << 8) | c;
+                    assert_eq!(
+                        is_secret_tail(tail),
+                        SECRET_KEY_TAILS.contains(&tail),
+                        "{tail:#x}"
+                    );
+                }
+            }
         }
     }
 
