@@ -41,5 +41,6 @@ pub use error::{AuditError, ErrorKind, Result};
 pub use ids::{SpanId, Timestamp, TraceId};
 pub use record::{Body, CaptureMode, Event, Kind, PayloadPart, Principal, Risk};
 pub use writer::{
-    AuditLog, FsyncPolicy, KeySource, LogConfig, Overflow, PolicySource, ShutdownReason, Stats,
+    AuditLog, EventSource, FsyncPolicy, KeySource, LogConfig, Overflow, PolicySource,
+    ShutdownReason, Stats,
 };

@@ -193,6 +193,33 @@ pub struct Principal {
     pub caller: Option<Caller>,
 }
 
+impl Principal {
+    /// Checks what [`Event::validate`] checks of an event's principal: a
+    /// user in clear or hashed, not both, and a hash in its format.
+    pub fn validate(&self) -> Result<()> {
+        if self.user_id.is_some() && self.user_id_hash.is_some() {
+            return Err(AuditError::invalid_event(
+                "principal has both user_id and user_id_hash; give one",
+            ));
+        }
+        if let Some(h) = &self.user_id_hash {
+            let ok = ["hmac-sha256:", "sha256:"].iter().any(|pre| {
+                h.strip_prefix(pre).is_some_and(|x| {
+                    x.len() == 64
+                        && x.bytes()
+                            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+                })
+            });
+            if !ok {
+                return Err(AuditError::invalid_event(
+                    "principal.user_id_hash must be hmac-sha256:<64 hex> (or sha256:<64 hex>)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Risk flags and score carried by a step or a trace.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Risk {
@@ -928,25 +955,7 @@ impl Event {
             }
         }
         if let Some(p) = &self.principal {
-            if p.user_id.is_some() && p.user_id_hash.is_some() {
-                return Err(AuditError::invalid_event(
-                    "principal has both user_id and user_id_hash; give one",
-                ));
-            }
-            if let Some(h) = &p.user_id_hash {
-                let ok = ["hmac-sha256:", "sha256:"].iter().any(|pre| {
-                    h.strip_prefix(pre).is_some_and(|x| {
-                        x.len() == 64
-                            && x.bytes()
-                                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-                    })
-                });
-                if !ok {
-                    return Err(AuditError::invalid_event(
-                        "principal.user_id_hash must be hmac-sha256:<64 hex> (or sha256:<64 hex>)",
-                    ));
-                }
-            }
+            p.validate()?;
         }
         Ok(())
     }
@@ -971,6 +980,13 @@ impl Event {
         });
         std::mem::size_of::<Event>() + ENVELOPE_HEAP + payload + meta
     }
+}
+
+/// A rough size in memory of one entry of a JSON object or of an event's
+/// payload: its slot, a key of `key_len` bytes and what `value` owns (the
+/// measure of [`Event::approx_bytes`]), for an [`EventSource`](crate::EventSource)'s estimate.
+pub fn approx_entry_bytes(key_len: usize, value: &Value) -> usize {
+    BTREE_ENTRY + string_heap(key_len) + heap_at(value, 0)
 }
 
 /// Slot of one entry in a B-tree node (key, value and the node's share),

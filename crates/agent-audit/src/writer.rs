@@ -217,8 +217,27 @@ pub struct Stats {
     pub checkpoints: u64,
 }
 
+/// An event the writer thread builds from parts a caller hands over.
+///
+/// For a caller on a hot path that holds an event's parts cheaply (a
+/// tool's fixed fields made once, one call's times, ids and primitive
+/// arguments): building the [`Event`] allocates its strings, maps and
+/// payload, and an event built on the caller's thread is freed on the
+/// writer's, which costs the caller more than the building. A source is
+/// one allocation; the writer builds, writes and frees the event.
+pub trait EventSource: Send {
+    /// A rough size in memory of the source and the event it builds (as
+    /// [`Event::approx_bytes`]), for the queue's byte bound.
+    fn approx_bytes(&self) -> usize;
+    /// The event, on the writer thread. It must pass [`Event::validate`]:
+    /// one that does not, or a `build` that panics, is counted as lost and
+    /// recorded in a `gap` (reason `invalid_event`).
+    fn build(self: Box<Self>) -> Event;
+}
+
 enum Msg {
     Event(Box<Event>, usize),
+    Source(Box<dyn EventSource>, usize),
     Flush(Sender<bool>),
     Shutdown(Sender<bool>, &'static str),
 }
@@ -470,20 +489,33 @@ impl AuditLog {
     /// the event is invalid or the log is shut down (API misuse).
     pub fn emit(&self, event: Event) -> Result<bool> {
         event.validate()?;
+        let size = event.approx_bytes();
+        self.enqueue(size, || Msg::Event(Box::new(event), size))
+    }
+
+    /// Queues an event that the writer thread builds (see [`EventSource`]),
+    /// as [`emit`](Self::emit) queues a built one: `Ok(false)` when the
+    /// queue was full, an error when the log is shut down. The source is
+    /// responsible for the event's validity; the writer checks it again.
+    pub fn emit_source(&self, source: Box<dyn EventSource>) -> Result<bool> {
+        let size = source.approx_bytes();
+        self.enqueue(size, || Msg::Source(source, size))
+    }
+
+    fn enqueue(&self, size: usize, msg: impl FnOnce() -> Msg) -> Result<bool> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(AuditError::new(
                 ErrorKind::Closed,
                 "the audit log is shut down",
             ));
         }
-        let size = event.approx_bytes();
         let c = &self.shared.counters;
         if !self.reserve_bytes(size) {
             c.dropped_total.fetch_add(1, Ordering::Relaxed);
             c.dropped_pending_bytes.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let msg = Msg::Event(Box::new(event), size);
+        let msg = msg();
         let sent = match self.shared.overflow {
             Overflow::Drop => match self.shared.tx.try_send(msg) {
                 Ok(()) => true,
@@ -787,10 +819,8 @@ impl Writer {
         let mut n = 0;
         while let Some(m) = msg.take() {
             match m {
-                Msg::Event(e, size) => {
-                    self.record_gap_if_any();
-                    self.encode_event(*e);
-                    self.counters.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                Msg::Event(..) | Msg::Source(..) => {
+                    self.take_event(m);
                     n += 1;
                     if self.chain.since_checkpoint() >= self.checkpoint_every {
                         self.checkpoint_or_count();
@@ -861,6 +891,31 @@ impl Writer {
         if self.seal_writer_record(body, Timestamp::now()).is_err() {
             self.counters.dropped_total.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Writes a queued event (building it first when a source was queued)
+    /// and gives its bytes back to the queue's bound.
+    fn take_event(&mut self, msg: Msg) {
+        let (event, size) = match msg {
+            Msg::Event(e, size) => (Some(*e), size),
+            Msg::Source(source, size) => {
+                // The caller's code, on this thread: a panic in it loses
+                // that event, not the writer.
+                let built =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.build()));
+                (built.ok().filter(|e| e.validate().is_ok()), size)
+            }
+            Msg::Flush(_) | Msg::Shutdown(..) => return,
+        };
+        self.record_gap_if_any();
+        match event {
+            Some(event) => self.encode_event(event),
+            None => {
+                self.counters.dropped_total.fetch_add(1, Ordering::Relaxed);
+                self.lost_unencodable += 1;
+            }
+        }
+        self.counters.queued_bytes.fetch_sub(size, Ordering::AcqRel);
     }
 
     fn encode_event(&mut self, mut event: Event) {
@@ -1112,11 +1167,7 @@ impl Writer {
         // Drain what is still queued first.
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                Msg::Event(e, size) => {
-                    self.record_gap_if_any();
-                    self.encode_event(*e);
-                    self.counters.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-                }
+                Msg::Event(..) | Msg::Source(..) => self.take_event(msg),
                 Msg::Flush(ack) | Msg::Shutdown(ack, _) => {
                     let _ = ack.send(true);
                 }

@@ -420,3 +420,95 @@ fn shutdown_reason_is_recorded() {
     assert_eq!(end["reason"], "signal");
     assert_clean(dir.path());
 }
+
+/// A source that builds `tool_event(trace, None, i)` on the writer thread,
+/// or, with `bad`, one the log refuses (a negative duration).
+struct Source {
+    trace: TraceId,
+    i: u64,
+    bad: bool,
+    built_on: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl agent_audit::EventSource for Source {
+    fn approx_bytes(&self) -> usize {
+        1024
+    }
+
+    fn build(self: Box<Self>) -> agent_audit::Event {
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        self.built_on.lock().unwrap().push(name);
+        assert!(
+            self.i != 3,
+            "a source that panics loses its event, not the writer"
+        );
+        let mut e = tool_event(self.trace, None, self.i);
+        if self.bad
+            && let agent_audit::Body::ToolCall(c) = &mut e.body
+        {
+            c.outcome.duration_ms = Some(-1.0);
+        }
+        e
+    }
+}
+
+#[test]
+fn sources_are_built_on_the_writer_thread_and_bad_ones_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(config(dir.path())).unwrap();
+    let trace = TraceId::random();
+    let built_on = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for i in 0..10 {
+        let source = Source {
+            trace,
+            i,
+            bad: i == 7,
+            built_on: built_on.clone(),
+        };
+        assert!(log.emit_source(Box::new(source)).unwrap());
+        // Interleaved with events built here: one order, one chain.
+        assert!(log.emit(tool_event(trace, None, 100 + i)).unwrap());
+    }
+    assert!(log.flush(Duration::from_secs(10)));
+    assert_eq!(log.stats().queued_bytes, 0);
+    assert!(log.shutdown(Duration::from_secs(10)));
+    let names = built_on.lock().unwrap().clone();
+    assert_eq!(names.len(), 10);
+    assert!(
+        names.iter().all(|n| n.starts_with("agent-audit-wr")),
+        "built on {names:?}"
+    );
+    let stats = log.stats();
+    assert_eq!(stats.dropped, 2, "{stats:?}");
+    let recs = records(dir.path());
+    let calls: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "tool_call").collect();
+    assert_eq!(calls.len(), 18);
+    // In emit order: source i, then event 100 + i (source 7 refused, 3 panicked).
+    let order: Vec<u64> = calls
+        .iter()
+        .map(|r| r["payload"]["data"]["args"]["params"][0].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (0..10)
+        .flat_map(|i| [i, 100 + i])
+        .filter(|&i| i != 7 && i != 3)
+        .collect();
+    assert_eq!(order, expected);
+    let gap = recs
+        .iter()
+        .find(|r| r["kind"] == "gap")
+        .expect("a gap record");
+    assert_eq!(gap["lost"], 1);
+    assert_eq!(gap["reason"], "invalid_event");
+    assert_clean(dir.path());
+    // Emitting into a closed log is misuse, as for built events.
+    let late = Source {
+        trace,
+        i: 0,
+        bad: false,
+        built_on,
+    };
+    assert_eq!(
+        log.emit_source(Box::new(late)).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+}
