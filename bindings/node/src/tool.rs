@@ -28,7 +28,9 @@ use std::sync::Arc;
 use agent_audit::ids::decode_hex;
 use agent_audit::ingest::event_from_map;
 use agent_audit::record::{Body, ResultStatus};
-use agent_audit::{AuditLog, Event, PayloadPart, Principal, SpanId, Timestamp, TraceId};
+use agent_audit::{
+    AuditLog, Event, EventSource, PayloadPart, Principal, SpanId, Timestamp, TraceId,
+};
 use napi::bindgen_prelude::{Env, External, FromNapiRef, Latin1String, Unknown};
 use napi::{JsError, Status, sys};
 use napi_derive::napi;
@@ -46,6 +48,7 @@ pub fn principal_handle(env: &Env, value: Unknown<'_>) -> napi::Result<External<
     let v = to_json(env, value)?;
     let principal: Principal = serde_json::from_value(v)
         .map_err(|e| to_js(env, "ERR_AUDIT_INVALID_EVENT", &format!("principal: {e}")))?;
+    principal.validate().map_err(|e| audit_to_js(env, &e))?;
     Ok(External::new(Arc::new(principal)))
 }
 
@@ -65,12 +68,20 @@ fn invalid(env: &Env, message: &str) -> napi::Error {
     to_js(env, "ERR_AUDIT_INVALID_EVENT", message)
 }
 
-/// What a site's function holds: the log and the template event.
+/// What a site's function holds: the log and what every call shares.
 struct Site {
     log: AuditLog,
+    shared: Arc<SiteShared>,
+}
+
+/// What every call of a tool shares, also read by the writer thread when
+/// it builds a call's event (see [`Call`]).
+struct SiteShared {
     template: Event,
     /// The tool's parameter names, for arguments passed as they are.
     params: Vec<String>,
+    /// The template's size as the queue's byte bound counts it.
+    template_bytes: usize,
 }
 
 #[napi]
@@ -111,8 +122,11 @@ impl NativeLog {
         }
         let data = Box::into_raw(Box::new(Site {
             log: self.log.clone(),
-            template,
-            params: params.unwrap_or_default(),
+            shared: Arc::new(SiteShared {
+                template_bytes: template.approx_bytes(),
+                template,
+                params: params.unwrap_or_default(),
+            }),
         }));
         let name = "emitToolCall";
         let mut f = ptr::null_mut();
@@ -385,19 +399,19 @@ impl Args<'_> {
     }
 
     /// The call's arguments given as they are (primitives) after the
-    /// fixed arguments, recorded by name: the object `{name: value …}` as
-    /// the converter stores it (undefined values left out).
-    fn named(&self, count: usize, params: &[String]) -> napi::Result<Value> {
+    /// fixed arguments, in order (None for undefined: left out of the
+    /// object of them, as the converter leaves undefined values out).
+    fn named(&self, count: usize, params: &[String]) -> napi::Result<Named> {
         let values = self
             .argv
             .get(FIXED..FIXED + count)
             .filter(|_| count <= params.len())
             .ok_or_else(|| invalid(self.env, "arguments without parameter names"))?;
-        let mut m = serde_json::Map::new();
-        for (&v, name) in values.iter().zip(params) {
+        let mut named = Named::with_capacity(values.len());
+        for &v in values {
             let value = match self.value_type(v)? {
-                sys::ValueType::napi_undefined => continue,
-                sys::ValueType::napi_null => Value::Null,
+                sys::ValueType::napi_undefined => None,
+                sys::ValueType::napi_null => Some(Value::Null),
                 sys::ValueType::napi_number => {
                     let mut x = 0.0;
                     // SAFETY: plain N-API call; `v` was checked to be a number.
@@ -405,7 +419,7 @@ impl Args<'_> {
                     if status != sys::Status::napi_ok {
                         return Err(invalid(self.env, "cannot read a number"));
                     }
-                    crate::convert::number(x)
+                    Some(crate::convert::number(x))
                 }
                 sys::ValueType::napi_boolean => {
                     let mut b = false;
@@ -414,19 +428,19 @@ impl Args<'_> {
                     if status != sys::Status::napi_ok {
                         return Err(invalid(self.env, "cannot read a boolean"));
                     }
-                    Value::Bool(b)
+                    Some(Value::Bool(b))
                 }
-                sys::ValueType::napi_string => self.with_utf8(v, |b| {
+                sys::ValueType::napi_string => Some(self.with_utf8(v, |b| {
                     Ok(Value::String(String::from_utf8_lossy(b).into_owned()))
-                })?,
+                })?),
                 // SAFETY: `v` is an argument of the current call, on its env.
-                _ => to_json(self.env, unsafe {
+                _ => Some(to_json(self.env, unsafe {
                     Unknown::from_raw_unchecked(self.env.raw(), v)
-                })?,
+                })?),
             };
-            m.insert(name.clone(), value);
+            named.push(value);
         }
-        Ok(Value::Object(m))
+        Ok(named)
     }
 
     /// A payload part: JSON text, anything else as the converter stores
@@ -462,45 +476,198 @@ fn status_of(code: f64) -> Option<ResultStatus> {
     })
 }
 
+/// A call's arguments recorded by name: the values, in parameter order.
+/// Up to four stay inline, so a typical call costs one allocation (its
+/// [`Call`]) on the caller's thread.
+enum Named {
+    Few(usize, [Option<Value>; 4]),
+    Many(Vec<Option<Value>>),
+}
+
+impl Named {
+    fn with_capacity(n: usize) -> Named {
+        if n <= 4 {
+            Named::Few(0, Default::default())
+        } else {
+            Named::Many(Vec::with_capacity(n))
+        }
+    }
+
+    fn push(&mut self, v: Option<Value>) {
+        match self {
+            Named::Few(len, slots) => {
+                if let Some(slot) = slots.get_mut(*len) {
+                    *slot = v;
+                    *len += 1;
+                }
+            }
+            Named::Many(values) => values.push(v),
+        }
+    }
+
+    fn into_values(self) -> Vec<Option<Value>> {
+        match self {
+            Named::Few(len, slots) => slots.into_iter().take(len).collect(),
+            Named::Many(values) => values,
+        }
+    }
+
+    fn values(&self) -> &[Option<Value>] {
+        match self {
+            Named::Few(len, slots) => slots.get(..*len).unwrap_or_default(),
+            Named::Many(values) => values,
+        }
+    }
+
+    /// The object `{name: value …}`, undefined values left out.
+    fn into_object(self, params: &[String]) -> Value {
+        let mut m = serde_json::Map::new();
+        for (v, name) in self.into_values().into_iter().zip(params) {
+            if let Some(v) = v {
+                m.insert(name.clone(), v);
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+/// One call as read from its arguments; the writer thread builds its event
+/// (the template's clone with these filled in), so that the event's
+/// strings, maps and payload are allocated and freed on one thread.
+struct Call {
+    site: Arc<SiteShared>,
+    ts: Timestamp,
+    status: ResultStatus,
+    duration_ms: f64,
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_span_id: Option<SpanId>,
+    principal: Option<Arc<Principal>>,
+    retention_class: Option<Arc<str>>,
+    error_type: Option<String>,
+    args: CallArgs,
+    result: Option<Value>,
+    error: Option<Value>,
+}
+
+enum CallArgs {
+    None,
+    Value(Value),
+    Named(Named),
+}
+
+impl Call {
+    fn event(self) -> Event {
+        let mut event = self.site.template.clone();
+        event.ts = self.ts;
+        event.trace_id = Some(self.trace_id);
+        event.span_id = Some(self.span_id);
+        event.parent_span_id = self.parent_span_id;
+        event.principal = self.principal;
+        event.retention_class = self.retention_class;
+        if let Body::ToolCall(call) = &mut event.body {
+            call.outcome.result_status = Some(self.status);
+            call.outcome.duration_ms = Some(self.duration_ms);
+            call.outcome.error_type = self.error_type;
+        }
+        let args = match self.args {
+            CallArgs::None => None,
+            CallArgs::Value(v) => Some(v),
+            CallArgs::Named(named) => Some(named.into_object(&self.site.params)),
+        };
+        for (p, v) in [
+            (PayloadPart::Args, args),
+            (PayloadPart::Result, self.result),
+            (PayloadPart::Error, self.error),
+        ] {
+            if let Some(v) = v {
+                event.payload.insert(p, v);
+            }
+        }
+        event
+    }
+}
+
+impl EventSource for Call {
+    fn approx_bytes(&self) -> usize {
+        use agent_audit::record::approx_entry_bytes;
+        let args = match &self.args {
+            CallArgs::None => 0,
+            CallArgs::Value(v) => approx_entry_bytes(0, v),
+            CallArgs::Named(named) => {
+                let object = Value::Object(serde_json::Map::new());
+                approx_entry_bytes(0, &object)
+                    + named
+                        .values()
+                        .iter()
+                        .zip(&self.site.params)
+                        .filter_map(|(v, name)| {
+                            v.as_ref().map(|v| approx_entry_bytes(name.len(), v))
+                        })
+                        .sum::<usize>()
+            }
+        };
+        let parts = [&self.result, &self.error]
+            .into_iter()
+            .flatten()
+            .map(|v| approx_entry_bytes(0, v))
+            .sum::<usize>();
+        std::mem::size_of::<Call>()
+            + self.site.template_bytes
+            + args
+            + parts
+            + self.error_type.as_ref().map_or(0, |t| 16 + t.len())
+    }
+
+    fn build(self: Box<Self>) -> Event {
+        (*self).event()
+    }
+}
+
 fn emit(a: &Args<'_>, site: &Site) -> napi::Result<bool> {
     let env = a.env;
     let status =
         status_of(a.number(1, "status")?).ok_or_else(|| invalid(env, "unknown result status"))?;
-    let mut event = site.template.clone();
     let ts = a.number(0, "ts")?;
-    event.ts = if ts.is_finite() {
-        Timestamp::from_unix_millis(ts as i64)
-    } else {
-        Timestamp::now()
-    };
-    event.trace_id = Some(a.trace_id(3)?);
-    event.span_id = Some(a.span_id(a.required(4, "span_id")?, "span_id")?);
-    event.parent_span_id = match a.get(5)? {
-        None => None,
-        Some(v) => Some(a.span_id(v, "parent_span_id")?),
-    };
-    event.principal = a.principal(8)?;
-    event.retention_class = a.string(9)?.map(Arc::from);
-    if let Body::ToolCall(call) = &mut event.body {
-        call.outcome.result_status = Some(status);
-        call.outcome.duration_ms = Some(a.number(2, "duration_ms")?);
-        call.outcome.error_type = a.string(10)?;
-    }
     // A count: that many primitives follow the fixed arguments.
     let args = match a.argv.get(6) {
         Some(&v) if a.value_type(v)? == sys::ValueType::napi_number => {
             let count = a.number(6, "args")?;
-            Some(a.named(count as usize, &site.params)?)
+            CallArgs::Named(a.named(count as usize, &site.shared.params)?)
         }
-        _ => a.part(6)?,
+        _ => a.part(6)?.map_or(CallArgs::None, CallArgs::Value),
     };
-    if let Some(value) = args {
-        event.payload.insert(PayloadPart::Args, value);
+    let call = Call {
+        site: Arc::clone(&site.shared),
+        ts: if ts.is_finite() {
+            Timestamp::from_unix_millis(ts as i64)
+        } else {
+            Timestamp::now()
+        },
+        status,
+        duration_ms: a.number(2, "duration_ms")?,
+        trace_id: a.trace_id(3)?,
+        span_id: a.span_id(a.required(4, "span_id")?, "span_id")?,
+        parent_span_id: match a.get(5)? {
+            None => None,
+            Some(v) => Some(a.span_id(v, "parent_span_id")?),
+        },
+        principal: a.principal(8)?,
+        retention_class: a.string(9)?.map(Arc::from),
+        error_type: a.string(10)?,
+        args,
+        result: a.part(7)?,
+        error: a.part(11)?,
+    };
+    // What the template does not fix is checked here, so a bad call throws
+    // as `emit` would; the writer builds the event of a good one.
+    if !(call.duration_ms.is_finite() && call.duration_ms >= 0.0) {
+        return site
+            .log
+            .emit(call.event())
+            .map_err(|e| audit_to_js(env, &e));
     }
-    for (p, i) in [(PayloadPart::Result, 7), (PayloadPart::Error, 11)] {
-        if let Some(value) = a.part(i)? {
-            event.payload.insert(p, value);
-        }
-    }
-    site.log.emit(event).map_err(|e| audit_to_js(env, &e))
+    site.log
+        .emit_source(Box::new(call))
+        .map_err(|e| audit_to_js(env, &e))
 }
