@@ -25,6 +25,8 @@ use crate::record::SCHEMA_VERSION;
 use crate::witness::{Cosignature, WitnessSet};
 use crate::writer::HEAD_FILE;
 
+mod scan;
+
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -235,10 +237,44 @@ struct Rec {
     prev: Option<[u8; 32]>,
     segment: usize,
     offset: u64,
-    kind: String,
-    checkpoint: Option<(u64, String)>,
+    kind: RecKind,
+    /// A checkpoint's tree size and root.
+    checkpoint: Option<Box<(u64, String)>>,
     sig: Option<String>,
     stream_start_key: Option<String>,
+}
+
+/// A record's kind as the checks compare it: one of the schema's without
+/// an allocation per record, or whatever else the line says.
+#[derive(Debug, Clone, PartialEq)]
+enum RecKind {
+    Known(crate::record::Kind),
+    Other(Box<str>),
+}
+
+impl RecKind {
+    fn of(s: &str) -> RecKind {
+        crate::record::Kind::parse(s).map_or_else(|| RecKind::Other(s.into()), RecKind::Known)
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            RecKind::Known(k) => k.as_str(),
+            RecKind::Other(s) => s,
+        }
+    }
+}
+
+impl PartialEq<&str> for RecKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for RecKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 struct Ctx<'a> {
@@ -268,31 +304,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The top-level fields the sequence checks need, read from a record's
-/// envelope without building a tree of it.
-#[derive(serde::Deserialize)]
-struct Head<'a> {
-    v: Option<u64>,
-    #[serde(borrow)]
-    stream_id: Option<std::borrow::Cow<'a, str>>,
-    seq: Option<u64>,
-    #[serde(borrow)]
-    prev: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    payload_digest: Option<std::borrow::Cow<'a, str>>,
-    tree_size: Option<u64>,
-    #[serde(borrow)]
-    root: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    public_key: Option<std::borrow::Cow<'a, str>>,
-    // Unhashed fields belong after the envelope, never in it.
-    hash: Option<serde::de::IgnoredAny>,
-    sig: Option<serde::de::IgnoredAny>,
-    payload: Option<serde::de::IgnoredAny>,
-}
-
 const HASH_KEY: &[u8] = b",\"hash\":\"sha256:";
 
 /// The common case, without re-canonicalizing: the writer lays a record
@@ -308,7 +319,6 @@ fn fast_check(
     line: &Line<'_>,
     stream_id: &str,
     finder: &memchr::memmem::Finder<'_>,
-    scratch: &mut Vec<u8>,
 ) -> Option<Rec> {
     if !line.terminated {
         return None;
@@ -351,19 +361,14 @@ fn fast_check(
         None if tail == b"}" => None,
         None => return None,
     };
-    scratch.clear();
-    scratch.extend_from_slice(bytes.get(..pos)?);
-    scratch.push(b'}');
-    let head: Head<'_> = serde_json::from_slice(scratch).ok()?;
-    if head.v != Some(SCHEMA_VERSION)
-        || head.stream_id.as_deref() != Some(stream_id)
-        || head.hash.is_some()
-        || head.sig.is_some()
-        || head.payload.is_some()
-    {
+    // The envelope's members, read in place (`scan` gives up on anything
+    // a canonical envelope would not hold, and on `hash`, `sig` or
+    // `payload` inside it).
+    let head = scan::head(bytes.get(..pos)?)?;
+    if head.v != Some(SCHEMA_VERSION) || head.stream_id != Some(stream_id) {
         return None;
     }
-    match (head.payload_digest.as_deref(), payload) {
+    match (head.payload_digest, payload) {
         (None, None) => {}
         (Some(digest), Some(p)) => {
             let data = p.strip_prefix(b"{\"data\":")?;
@@ -375,7 +380,9 @@ fn fast_check(
                 return None;
             }
             // The data must still be one JSON value, as a reader will parse it.
-            serde_json::from_slice::<serde::de::IgnoredAny>(data).ok()?;
+            if !scan::is_one_value(data) {
+                return None;
+            }
             let d: [u8; 32] = Sha256::new()
                 .chain_update(salt_bytes)
                 .chain_update(data)
@@ -387,21 +394,21 @@ fn fast_check(
         }
         _ => return None,
     }
-    let kind = head.kind.as_deref().unwrap_or_default().to_string();
+    let kind = RecKind::of(head.kind.unwrap_or_default());
     let checkpoint = (kind == "checkpoint").then(|| {
-        (
+        Box::new((
             head.tree_size.unwrap_or(u64::MAX),
-            head.root.as_deref().unwrap_or_default().to_string(),
-        )
+            head.root.unwrap_or_default().to_string(),
+        ))
     });
     let stream_start_key = (kind == "stream_start")
-        .then(|| head.public_key.as_deref().map(str::to_string))
+        .then(|| head.public_key.map(str::to_string))
         .flatten();
     Some(Rec {
         seq: head.seq?,
         hash,
         leaf: crate::merkle::leaf_hash(&hash),
-        prev: head.prev.as_deref().and_then(parse_sha256),
+        prev: head.prev.and_then(parse_sha256),
         segment: line.segment,
         offset: line.offset,
         kind,
@@ -420,7 +427,7 @@ fn check_line(
     erased: &mut u64,
     scratch: &mut Vec<u8>,
 ) -> Option<Rec> {
-    if let Some(rec) = fast_check(line, &ctx.stream_id, &ctx.hash_key, scratch) {
+    if let Some(rec) = fast_check(line, &ctx.stream_id, &ctx.hash_key) {
         return Some(rec);
     }
     let at = Some((line.segment, line.offset));
@@ -499,17 +506,13 @@ fn check_line(
         .get("prev")
         .and_then(Value::as_str)
         .and_then(parse_sha256);
-    let kind = map
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let kind = RecKind::of(map.get("kind").and_then(Value::as_str).unwrap_or_default());
     let payload_digest_field = map
         .get("payload_digest")
         .and_then(Value::as_str)
         .map(str::to_string);
     let checkpoint = if kind == "checkpoint" {
-        Some((
+        Some(Box::new((
             map.get("tree_size")
                 .and_then(Value::as_u64)
                 .unwrap_or(u64::MAX),
@@ -517,7 +520,7 @@ fn check_line(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
-        ))
+        )))
     } else {
         None
     };
@@ -656,10 +659,7 @@ pub fn verify_stream_dir(
             for l in &mut lines {
                 l.offset += base;
             }
-            let (recs, findings, erased) = check_lines(&lines, &segments, &stream_id);
-            checked.0.extend(recs);
-            checked.1.extend(findings);
-            checked.2 += erased;
+            check_lines(&lines, &segments, &stream_id, &mut checked);
             if eof {
                 break;
             }
@@ -672,9 +672,16 @@ pub fn verify_stream_dir(
     ))
 }
 
-/// Per-line checks of a stream, spread over the machine's cores: each
-/// record is independent until the sequence is checked.
-fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str) -> Checked {
+/// Adds what one part of the per-line checks found.
+fn merge(into: &mut Checked, (recs, findings, erased): Checked) {
+    into.0.extend(recs);
+    into.1.extend(findings);
+    into.2 += erased;
+}
+
+/// Per-line checks of a stream, spread over the machine's cores (each
+/// record is independent until the sequence is checked), added to `out`.
+fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str, out: &mut Checked) {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 8);
@@ -695,12 +702,12 @@ fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str) -> Che
         (recs, ctx.findings, erased)
     };
     if lines.len() <= chunk {
-        return run(lines);
+        return merge(out, run(lines));
     }
     // The calling thread checks the last part itself.
     let parts: Vec<&[Line<'_>]> = lines.chunks(chunk).collect();
     let Some((own, others)) = parts.split_last() else {
-        return run(lines);
+        return merge(out, run(lines));
     };
     let results: Vec<(Vec<Rec>, Vec<Finding>, u64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = others
@@ -715,13 +722,10 @@ fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str) -> Che
         all.push(mine);
         all
     });
-    let mut all = (Vec::with_capacity(lines.len()), Vec::new(), 0u64);
-    for (r, f, e) in results {
-        all.0.extend(r);
-        all.1.extend(f);
-        all.2 += e;
+    out.0.reserve(lines.len());
+    for part in results {
+        merge(out, part);
     }
-    all
 }
 
 /// Verifies one stream already read into memory.
@@ -738,7 +742,8 @@ pub fn verify_stream_witnessed(
 ) -> (StreamReport, Vec<Finding>) {
     let stream_id = files.dir_name();
     let lines = files.lines();
-    let checked = check_lines(&lines, &files.segments, &stream_id);
+    let mut checked: Checked = (Vec::new(), Vec::new(), 0);
+    check_lines(&lines, &files.segments, &stream_id, &mut checked);
     finish_stream(
         &files.dir,
         &files.segments,
@@ -846,7 +851,7 @@ fn finish_stream(
                 );
             }
         }
-        if let Some((size, root)) = &r.checkpoint {
+        if let Some((size, root)) = r.checkpoint.as_deref() {
             let computed = crate::chain::fmt_sha256(&tree.root());
             if *size != tree.size() || *root != computed {
                 ctx.add(
@@ -1317,7 +1322,7 @@ impl StreamVerifier {
                         ),
                     );
                 }
-                if let Some((size, root)) = &r.checkpoint {
+                if let Some((size, root)) = r.checkpoint.as_deref() {
                     let computed = crate::chain::fmt_sha256(&self.tree.root());
                     if *size != self.tree.size() || *root != computed {
                         ctx.add(
@@ -1359,7 +1364,7 @@ impl StreamVerifier {
         Ok(Accepted {
             seq: r.seq,
             hash: r.hash,
-            kind: r.kind,
+            kind: r.kind.as_str().to_string(),
             checkpoint_verified,
             notes: ctx.findings,
         })
@@ -1509,7 +1514,7 @@ mod tests {
         let finder = memchr::memmem::Finder::new(HASH_KEY);
         for line in files.lines() {
             assert!(
-                fast_check(&line, &id, &finder, &mut Vec::new()).is_some(),
+                fast_check(&line, &id, &finder).is_some(),
                 "slow path for {}",
                 String::from_utf8_lossy(line.bytes)
             );
