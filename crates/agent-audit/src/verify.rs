@@ -593,6 +593,10 @@ type Checked = (Vec<Rec>, Vec<Finding>, u64);
 /// Bytes of a segment read and checked at a time.
 const READ_CHUNK: u64 = 4 << 20;
 
+/// No record line is shorter (its `stream_id`, `prev` and `hash` alone
+/// take 180 bytes).
+const MIN_RECORD_BYTES: u64 = 192;
+
 /// Verifies one stream directory, reading each segment a few MB at a time
 /// into a reused buffer: memory stays bounded by that (or the longest
 /// line) plus a small record per line, however long the stream, and the
@@ -618,6 +622,7 @@ pub fn verify_stream_dir(
     };
     // The stream's last line is in the last segment that is not empty.
     let mut last_nonempty = None;
+    let mut total = 0u64;
     for (i, path) in segments.iter().enumerate() {
         let len = std::fs::metadata(path)
             .map_err(|e| read_err(path, e))?
@@ -625,9 +630,15 @@ pub fn verify_stream_dir(
         if len > 0 {
             last_nonempty = Some(i);
         }
+        total = total.saturating_add(len);
     }
-    let mut checked: Checked = (Vec::new(), Vec::new(), 0);
-    let mut buf = Vec::new();
+    // Room for as many records as the stream can hold (up to a million;
+    // beyond, it grows), taken once: the records vector grown by doubling
+    // copied itself into fresh pages (~8 % of the profile). Pages reserved
+    // and never written cost no memory.
+    let most = usize::try_from(total / MIN_RECORD_BYTES).unwrap_or(usize::MAX);
+    let mut checked: Checked = (Vec::with_capacity(most.min(1 << 20)), Vec::new(), 0);
+    let mut buf = Vec::with_capacity(2 * READ_CHUNK as usize);
     for (i, path) in segments.iter().enumerate() {
         let mut file = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
         // Offset in the segment of `buf`'s first byte.
@@ -695,10 +706,12 @@ fn check_lines(lines: &[Line<'_>], segments: &[PathBuf], stream_id: &str, out: &
         };
         let mut erased = 0u64;
         let mut scratch = Vec::with_capacity(4096);
-        let recs: Vec<Rec> = part
-            .iter()
-            .filter_map(|l| check_line(&mut ctx, l, &mut erased, &mut scratch))
-            .collect();
+        // Sized once: grown by doubling, it took fresh pages at every step.
+        let mut recs: Vec<Rec> = Vec::with_capacity(part.len());
+        recs.extend(
+            part.iter()
+                .filter_map(|l| check_line(&mut ctx, l, &mut erased, &mut scratch)),
+        );
         (recs, ctx.findings, erased)
     };
     if lines.len() <= chunk {
