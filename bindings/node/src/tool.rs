@@ -9,11 +9,13 @@
 //! call's arguments themselves when they are all primitives (named here
 //! with the tool's parameter names), else JSON text that
 //! `JSON.stringify`-like code made in JS or a value copied by `capture`
-//! when the call started. The event is the template's clone with those
-//! filled in:
-//! no generic field-by-field building ([`event_from_map`] and its serde
-//! round trips) on the caller's thread; it is the event `event_from_map`
-//! builds from the same call's whole `tool_call` object.
+//! when the call started. The JS thread reads those into one [`Call`] and
+//! hands it to the writer ([`AuditLog::emit_source`]), whose thread makes
+//! the event, the template's clone with them filled in, and frees it: an
+//! event built here and freed there cost the caller more than building it.
+//! No generic field-by-field building ([`event_from_map`] and its serde
+//! round trips) anywhere; it is the event `event_from_map` builds from the
+//! same call's whole `tool_call` object.
 //!
 //! The site is a plain JS function whose N-API callback data is the
 //! template: a call reads its arguments straight from N-API (ids and
