@@ -392,7 +392,7 @@ impl ser::SerializeMap for Obj<'_> {
     type Ok = ();
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
-        self.key = Some(Cow::Owned(key.serialize(KeyText)?));
+        self.key = Some(key.serialize(KeyText)?);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
@@ -430,6 +430,102 @@ macro_rules! struct_impls {
 
 struct_impls!(SerializeStruct, SerializeStructVariant);
 
+/// Record field names, sorted. A body's keys come through the map path
+/// (its `kind` tag, a flattened struct's fields) as borrowed text; one of
+/// these is kept as a `&'static str` instead of being copied per record.
+const KNOWN_KEYS: &[&str] = &[
+    "action",
+    "agent_id",
+    "alg",
+    "authorization_method",
+    "body",
+    "caller",
+    "capture",
+    "child_agent_id",
+    "confidence",
+    "cost_usd",
+    "data_classification",
+    "data_subjects_affected",
+    "decided_at",
+    "decision",
+    "duration_ms",
+    "environment",
+    "error_type",
+    "finish_reason",
+    "flags",
+    "guardrails",
+    "hash",
+    "host",
+    "id",
+    "input_tokens",
+    "key",
+    "key_id",
+    "kind",
+    "lost",
+    "metadata",
+    "model",
+    "name",
+    "operation",
+    "otel",
+    "outcome",
+    "output_bytes",
+    "output_tokens",
+    "params",
+    "parent_span_id",
+    "payload",
+    "permissions_denied",
+    "permissions_used",
+    "pid",
+    "principal",
+    "provider",
+    "public_key",
+    "publisher",
+    "reason",
+    "records",
+    "result_status",
+    "retention_class",
+    "retrieved_docs",
+    "reviewer",
+    "risk",
+    "root",
+    "rule_id",
+    "score",
+    "session_id",
+    "settings",
+    "source",
+    "span_id",
+    "store",
+    "subject_span_id",
+    "system_prompt_version",
+    "target",
+    "task_kind",
+    "tenant_id",
+    "tool",
+    "tool_calls_requested",
+    "tools",
+    "trace_id",
+    "tree_size",
+    "trust_level",
+    "ts",
+    "user_id",
+    "user_id_hash",
+    "verdict",
+    "version",
+    "wait_ms",
+    "writer",
+    "writer_id",
+];
+
+/// `key` as a static name when it is a record field name, else a copy.
+fn intern(key: &str) -> Cow<'static, str> {
+    match KNOWN_KEYS.binary_search(&key) {
+        Ok(i) => KNOWN_KEYS
+            .get(i)
+            .map_or_else(|| Cow::Owned(key.to_owned()), |k| Cow::Borrowed(*k)),
+        Err(_) => Cow::Owned(key.to_owned()),
+    }
+}
+
 /// A map key as text, accepting what `serde_json` accepts as a key:
 /// strings, chars, booleans, integers, unit variants and newtypes of those.
 pub(crate) struct KeyText;
@@ -439,74 +535,74 @@ fn key_error() -> Error {
 }
 
 impl ser::Serializer for KeyText {
-    type Ok = String;
+    type Ok = Cow<'static, str>;
     type Error = Error;
-    type SerializeSeq = ser::Impossible<String, Error>;
-    type SerializeTuple = ser::Impossible<String, Error>;
-    type SerializeTupleStruct = ser::Impossible<String, Error>;
-    type SerializeTupleVariant = ser::Impossible<String, Error>;
-    type SerializeMap = ser::Impossible<String, Error>;
-    type SerializeStruct = ser::Impossible<String, Error>;
-    type SerializeStructVariant = ser::Impossible<String, Error>;
+    type SerializeSeq = ser::Impossible<Cow<'static, str>, Error>;
+    type SerializeTuple = ser::Impossible<Cow<'static, str>, Error>;
+    type SerializeTupleStruct = ser::Impossible<Cow<'static, str>, Error>;
+    type SerializeTupleVariant = ser::Impossible<Cow<'static, str>, Error>;
+    type SerializeMap = ser::Impossible<Cow<'static, str>, Error>;
+    type SerializeStruct = ser::Impossible<Cow<'static, str>, Error>;
+    type SerializeStructVariant = ser::Impossible<Cow<'static, str>, Error>;
 
-    fn serialize_bool(self, v: bool) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_bool(self, v: bool) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_i8(self, v: i8) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_i8(self, v: i8) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_i16(self, v: i16) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_i16(self, v: i16) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_i32(self, v: i32) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_i32(self, v: i32) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_i64(self, v: i64) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_i64(self, v: i64) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_i128(self, v: i128) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_i128(self, v: i128) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_u8(self, v: u8) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_u8(self, v: u8) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_u16(self, v: u16) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_u16(self, v: u16) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_u32(self, v: u32) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_u32(self, v: u32) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_u64(self, v: u64) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_u64(self, v: u64) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_u128(self, v: u128) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_u128(self, v: u128) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_f32(self, _: f32) -> Result<String> {
+    fn serialize_f32(self, _: f32) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
-    fn serialize_f64(self, _: f64) -> Result<String> {
+    fn serialize_f64(self, _: f64) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
-    fn serialize_char(self, v: char) -> Result<String> {
-        Ok(v.to_string())
+    fn serialize_char(self, v: char) -> Result<Cow<'static, str>> {
+        Ok(Cow::Owned(v.to_string()))
     }
-    fn serialize_str(self, v: &str) -> Result<String> {
-        Ok(v.to_owned())
+    fn serialize_str(self, v: &str) -> Result<Cow<'static, str>> {
+        Ok(intern(v))
     }
-    fn serialize_bytes(self, _: &[u8]) -> Result<String> {
+    fn serialize_bytes(self, _: &[u8]) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
-    fn serialize_none(self) -> Result<String> {
+    fn serialize_none(self) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<String> {
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
-    fn serialize_unit(self) -> Result<String> {
+    fn serialize_unit(self) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<String> {
+    fn serialize_unit_struct(self, _: &'static str) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
     fn serialize_unit_variant(
@@ -514,14 +610,14 @@ impl ser::Serializer for KeyText {
         _: &'static str,
         _: u32,
         variant: &'static str,
-    ) -> Result<String> {
-        Ok(variant.to_owned())
+    ) -> Result<Cow<'static, str>> {
+        Ok(Cow::Borrowed(variant))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
         value: &T,
-    ) -> Result<String> {
+    ) -> Result<Cow<'static, str>> {
         value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -530,7 +626,7 @@ impl ser::Serializer for KeyText {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<String> {
+    ) -> Result<Cow<'static, str>> {
         Err(key_error())
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq> {
@@ -721,7 +817,7 @@ impl<F: Fields> ser::SerializeMap for MembersOf<'_, F> {
     type Ok = ();
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result {
-        self.key = Some(Cow::Owned(key.serialize(KeyText)?));
+        self.key = Some(key.serialize(KeyText)?);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
@@ -769,6 +865,20 @@ mod tests {
     fn same<T: Serialize + fmt::Debug>(x: &T) {
         let (ours, theirs) = both(x);
         assert_eq!(ours.as_deref(), Ok(theirs.as_str()), "{x:?}");
+    }
+
+    #[test]
+    fn record_field_names_are_borrowed_other_keys_copied() {
+        assert!(
+            KNOWN_KEYS.windows(2).all(|w| w[0] < w[1]),
+            "KNOWN_KEYS must stay sorted"
+        );
+        for k in KNOWN_KEYS {
+            assert!(matches!(intern(k), Cow::Borrowed(b) if b == *k));
+        }
+        for k in ["", "Kind", "kind ", "zzz", "a\"b"] {
+            assert!(matches!(intern(k), Cow::Owned(o) if o == k));
+        }
     }
 
     #[derive(Serialize, Debug)]

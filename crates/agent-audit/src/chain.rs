@@ -27,6 +27,12 @@ pub const UNHASHED_FIELDS: [&str; 3] = ["hash", "sig", "payload"];
 pub const GENESIS_PREV: &str =
     "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Appends `sha256:<64 hex>` to `out`.
+pub fn push_sha256(out: &mut Vec<u8>, h: &[u8; 32]) {
+    out.extend_from_slice(b"sha256:");
+    crate::ids::push_hex_bytes(out, h);
+}
+
 /// `sha256:<hex>`.
 pub fn fmt_sha256(h: &[u8; 32]) -> String {
     let mut s = String::with_capacity(71);
@@ -121,7 +127,6 @@ pub struct ChainWriter {
     prev: [u8; 32],
     tree: CompactTree,
     since_checkpoint: u64,
-    canon: Vec<u8>,
     // With `defer_signatures`: per-record signatures still owed, as the
     // offset of their placeholder in the caller's buffer and the hash.
     defer: bool,
@@ -143,7 +148,6 @@ impl ChainWriter {
             prev: [0u8; 32],
             tree: CompactTree::new(),
             since_checkpoint: 0,
-            canon: Vec::with_capacity(1024),
             defer: false,
             owed: Vec::new(),
         }
@@ -248,22 +252,22 @@ impl ChainWriter {
         envelope.u64("v", SCHEMA_VERSION);
         envelope.str("stream_id", &self.stream_id);
         envelope.u64("seq", self.seq);
-        envelope.str("prev", &fmt_sha256(&self.prev));
-        self.canon.clear();
-        envelope.write_canonical(&mut self.canon)?;
-        let hash: [u8; 32] = Sha256::digest(self.canon.as_slice()).into();
-
+        let prev = self.prev;
+        envelope.ascii_with("prev", |b| push_sha256(b, &prev));
         // The line is the canonical envelope with hash, sig and payload
-        // appended: one canonicalization per record.
-        let Some((&b'}', body)) = self.canon.split_last() else {
+        // appended: one canonicalization per record, written in place.
+        let start = out.len();
+        envelope.write_canonical(out)?;
+        let hash: [u8; 32] = Sha256::digest(out.get(start..).unwrap_or_default()).into();
+        if out.pop() != Some(b'}') {
+            out.truncate(start);
             return Err(AuditError::new(
                 ErrorKind::InvalidEvent,
                 "envelope is not an object",
             ));
-        };
-        out.extend_from_slice(body);
+        }
         out.extend_from_slice(b",\"hash\":\"");
-        out.extend_from_slice(fmt_sha256(&hash).as_bytes());
+        push_sha256(out, &hash);
         out.push(b'"');
         if is_checkpoint || (self.sign_records && !self.defer) {
             out.extend_from_slice(b",\"sig\":\"");

@@ -166,26 +166,19 @@ impl RecordEncoder {
         env.clear();
         let is_tool = matches!(body, Body::ToolCall(_));
         env.extend_object(&body)?;
-        self.ids.clear();
-        write_uuid_v7_at(ts, &mut self.ids);
-        env.str("event_id", &self.ids);
+        // Ids and the time are ASCII with nothing to escape.
+        env.ascii_with("event_id", |b| write_uuid_v7_at(ts, b));
         self.ids.clear();
         ts.write_rfc3339(&mut self.ids);
-        env.str("ts", &self.ids);
+        env.ascii_with("ts", |b| b.extend_from_slice(self.ids.as_bytes()));
         if let Some(t) = trace_id {
-            self.ids.clear();
-            t.write_to(&mut self.ids);
-            env.str("trace_id", &self.ids);
+            env.ascii_with("trace_id", |b| t.push_to(b));
         }
         if let Some(s) = span_id {
-            self.ids.clear();
-            s.write_to(&mut self.ids);
-            env.str("span_id", &self.ids);
+            env.ascii_with("span_id", |b| s.push_to(b));
         }
         if let Some(p) = parent_span_id {
-            self.ids.clear();
-            p.write_to(&mut self.ids);
-            env.str("parent_span_id", &self.ids);
+            env.ascii_with("parent_span_id", |b| p.push_to(b));
         }
         self.encoded_principal(principal)?;
         if let Some((_, Some(p))) = &self.principal_cache {
@@ -229,10 +222,9 @@ impl RecordEncoder {
             normalize(&mut value, self.settings.limits.max_depth);
             let start = self.data.len();
             jcs::canonicalize_into(&value, &mut self.data)?;
-            let h = self
-                .hasher
-                .hash_bytes(self.data.get(start..).unwrap_or_default());
-            env.str(part.hash_field(), &h);
+            let hashed = self.data.get(start..).unwrap_or_default();
+            let hasher = &self.hasher;
+            env.ascii_with(part.hash_field(), |b| hasher.push_hash(hashed, b));
             match capture {
                 CaptureMode::Hash => {
                     self.data.truncate(start);
@@ -265,7 +257,7 @@ impl RecordEncoder {
             env.bool("args_redacted", r);
         }
         if !report.is_empty() {
-            env.value("redactions", &report.to_json())?;
+            env.with("redactions".into(), |b| report.write_canonical(b));
         }
         if !self.parts.is_empty() {
             // Part names are ASCII: byte order is RFC 8785 order.
@@ -290,17 +282,12 @@ impl RecordEncoder {
                 .chain_update(self.payload.get(data_start..).unwrap_or_default())
                 .finalize()
                 .into();
-            self.ids.clear();
-            self.ids.push_str("sha256:");
-            crate::ids::push_hex(&mut self.ids, &digest);
-            env.str("payload_digest", &self.ids);
+            env.ascii_with("payload_digest", |b| crate::chain::push_sha256(b, &digest));
             // The stored payload is itself canonical ("data" sorts before
             // "salt"), so a verifier can check the digest over its bytes
             // without parsing them.
             self.payload.extend_from_slice(b",\"salt\":\"");
-            self.ids.clear();
-            crate::ids::push_hex(&mut self.ids, &salt);
-            self.payload.extend_from_slice(self.ids.as_bytes());
+            crate::ids::push_hex_bytes(&mut self.payload, &salt);
             self.payload.extend_from_slice(b"\"}");
             self.has_payload = true;
         }

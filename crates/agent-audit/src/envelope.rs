@@ -19,9 +19,15 @@ use crate::canon_ser;
 use crate::error::{AuditError, ErrorKind, Result};
 use crate::jcs;
 
-/// Field name, where its canonical value sits in the buffer, and the
-/// name's sort key ([`sort_prefix`]).
-type Field = (Cow<'static, str>, Range<usize>, u64);
+/// One field: its name, where its `"name":value` text sits in the buffer,
+/// where the value starts, and the name's sort key ([`sort_prefix`]).
+#[derive(Debug)]
+struct Field {
+    key: Cow<'static, str>,
+    entry: Range<usize>,
+    value_start: usize,
+    prefix: u64,
+}
 
 /// The first eight bytes of an ASCII name, big-endian, zero-padded: an
 /// order consistent with the names' byte order, so sorting by it and then
@@ -35,12 +41,26 @@ fn sort_prefix(name: &str) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Envelope fields as canonical JSON values. Reuse one with [`Envelope::clear`]
+/// Envelope fields as canonical JSON text. Reuse one with [`Envelope::clear`]
 /// to keep its buffers.
-#[derive(Debug, Default)]
+///
+/// Each field is written once as `"name":value`, so sealing only orders
+/// the fields and joins their bytes.
+#[derive(Debug)]
 pub struct Envelope {
     buf: Vec<u8>,
     fields: Vec<Field>,
+    // Reused by `write_canonical`: sort prefix (high 64 bits) and field
+    // index (low 64 bits).
+    order: Vec<u128>,
+    // Whether every name is ASCII (then byte order is RFC 8785 order).
+    all_ascii: bool,
+}
+
+impl Default for Envelope {
+    fn default() -> Self {
+        Envelope::new()
+    }
 }
 
 impl Envelope {
@@ -49,6 +69,8 @@ impl Envelope {
         Envelope {
             buf: Vec::with_capacity(1024),
             fields: Vec::with_capacity(32),
+            order: Vec::with_capacity(32),
+            all_ascii: true,
         }
     }
 
@@ -56,6 +78,7 @@ impl Envelope {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.fields.clear();
+        self.all_ascii = true;
     }
 
     /// Number of fields.
@@ -68,38 +91,73 @@ impl Envelope {
         self.fields.is_empty()
     }
 
-    fn push(&mut self, key: Cow<'static, str>, start: usize) {
+    /// Writes `"key":` and returns where the entry starts.
+    fn begin(&mut self, key: &str) -> usize {
+        let start = self.buf.len();
+        jcs::write_json_string(key, &mut self.buf);
+        self.buf.push(b':');
+        start
+    }
+
+    /// Records the field whose entry `begin` started at `start`.
+    fn finish(&mut self, key: Cow<'static, str>, start: usize, value_start: usize) {
         let end = self.buf.len();
         let prefix = sort_prefix(&key);
-        self.fields.push((key, start..end, prefix));
+        self.all_ascii &= key.is_ascii();
+        self.fields.push(Field {
+            key,
+            entry: start..end,
+            value_start,
+            prefix,
+        });
+    }
+
+    /// Adds a field whose value `write` appends to the buffer as canonical
+    /// JSON text (the caller guarantees it).
+    pub fn with(&mut self, key: Cow<'static, str>, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.begin(&key);
+        let value_start = self.buf.len();
+        write(&mut self.buf);
+        self.finish(key, start, value_start);
     }
 
     /// Adds a string field.
     pub fn str(&mut self, key: impl Into<Cow<'static, str>>, value: &str) {
-        let start = self.buf.len();
-        jcs::write_json_string(value, &mut self.buf);
-        self.push(key.into(), start);
+        self.with(key.into(), |buf| jcs::write_json_string(value, buf));
+    }
+
+    /// Adds a string field of ASCII text that needs no escaping (ids,
+    /// times, hex digests), written by `write` between the quotes. The
+    /// caller guarantees the bytes: no control character, `"` or `\\`.
+    pub fn ascii_with(
+        &mut self,
+        key: impl Into<Cow<'static, str>>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.with(key.into(), |buf| {
+            buf.push(b'"');
+            write(buf);
+            buf.push(b'"');
+        });
     }
 
     /// Adds a field whose value is already canonical JSON text (the
     /// caller guarantees it: e.g. bytes an earlier canonicalization made).
     pub fn raw(&mut self, key: impl Into<Cow<'static, str>>, canonical: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(canonical);
-        self.push(key.into(), start);
+        self.with(key.into(), |buf| buf.extend_from_slice(canonical));
     }
 
     /// Adds an unsigned integer field (within ±(2^53−1): larger counters
     /// travel as strings, see [`crate::record::Counter`]).
     pub fn u64(&mut self, key: impl Into<Cow<'static, str>>, n: u64) {
-        let start = self.buf.len();
-        if n <= jcs::MAX_SAFE_INTEGER {
-            let mut b = itoa_buf(n);
-            self.buf.extend_from_slice(b.as_bytes_mut());
-        } else {
-            jcs::write_json_string(&n.to_string(), &mut self.buf);
-        }
-        self.push(key.into(), start);
+        self.with(key.into(), |buf| {
+            if n <= jcs::MAX_SAFE_INTEGER {
+                let mut b = itoa_buf(n);
+                buf.extend_from_slice(b.as_bytes_mut());
+            } else {
+                jcs::write_json_string(&n.to_string(), buf);
+            }
+        });
     }
 
     /// Adds a boolean field.
@@ -109,9 +167,14 @@ impl Envelope {
 
     /// Adds a field holding `value` canonicalized.
     pub fn value(&mut self, key: impl Into<Cow<'static, str>>, value: &Value) -> Result<()> {
-        let start = self.buf.len();
-        jcs::canonicalize_into(value, &mut self.buf)?;
-        self.push(key.into(), start);
+        let key = key.into();
+        let start = self.begin(&key);
+        let value_start = self.buf.len();
+        if let Err(e) = jcs::canonicalize_into(value, &mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e.into());
+        }
+        self.finish(key, start, value_start);
         Ok(())
     }
 
@@ -153,45 +216,83 @@ impl Envelope {
     pub fn get_raw(&self, key: &str) -> Option<&[u8]> {
         self.fields
             .iter()
-            .find(|(k, _, _)| k == key)
-            .and_then(|(_, r, _)| self.buf.get(r.clone()))
+            .find(|f| f.key == key)
+            .and_then(|f| self.buf.get(f.value_start..f.entry.end))
     }
 
     /// Whether field `key` is present.
     pub fn contains(&self, key: &str) -> bool {
-        self.fields.iter().any(|(k, _, _)| k == key)
+        self.fields.iter().any(|f| f.key == key)
     }
 
     /// Appends the envelope as one canonical JSON object to `out`. Sorts
     /// the fields; a name given twice is an error (the record would not
-    /// parse back).
+    /// parse back) and leaves `out` as it was.
     pub fn write_canonical(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        let ascii = self.fields.iter().all(|(k, _, _)| k.is_ascii());
-        if ascii {
-            // For ASCII, byte order is UTF-16 order.
-            self.fields.sort_unstable_by(|a, b| {
-                a.2.cmp(&b.2)
-                    .then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
-            });
+        let fields = &self.fields;
+        let key = |i: usize| fields.get(i).map_or("", |f| &f.key);
+        self.order.clear();
+        if self.all_ascii {
+            // For ASCII, byte order is UTF-16 order. Sorting integers
+            // (prefix, index) orders every pair whose names differ in their
+            // first eight bytes; runs sharing a prefix are then sorted by
+            // the whole name.
+            self.order.extend(
+                fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (u128::from(f.prefix) << 64) | i as u128),
+            );
+            self.order.sort_unstable();
+            let mut i = 0;
+            while let Some(&first) = self.order.get(i) {
+                let run = self
+                    .order
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|&&o| o >> 64 == first >> 64)
+                    .count();
+                if run > 1
+                    && let Some(r) = self.order.get_mut(i..i + run)
+                {
+                    r.sort_unstable_by(|a, b| {
+                        key(*a as u64 as usize)
+                            .as_bytes()
+                            .cmp(key(*b as u64 as usize).as_bytes())
+                    });
+                }
+                i += run;
+            }
         } else {
-            self.fields
-                .sort_unstable_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            self.order.extend((0..fields.len()).map(|i| i as u128));
+            self.order.sort_unstable_by(|a, b| {
+                key(*a as usize)
+                    .encode_utf16()
+                    .cmp(key(*b as usize).encode_utf16())
+            });
         }
-        if let Some(w) = self.fields.windows(2).find(|w| w[0].0 == w[1].0) {
+        // The low 64 bits hold the index either way.
+        let at = |o: u128| o as u64 as usize;
+        if let Some(w) = self
+            .order
+            .windows(2)
+            .find(|w| key(at(w[0])) == key(at(w[1])))
+        {
             return Err(AuditError::new(
                 ErrorKind::InvalidEvent,
-                format!("envelope field {:?} given twice", w[0].0),
+                format!("envelope field {:?} given twice", key(at(w[0]))),
             ));
         }
-        out.reserve(self.buf.len() + self.fields.len() * 24 + 2);
+        out.reserve(self.buf.len() + fields.len() + 2);
         out.push(b'{');
-        for (i, (k, r, _)) in self.fields.iter().enumerate() {
-            if i > 0 {
+        for (n, &o) in self.order.iter().enumerate() {
+            if n > 0 {
                 out.push(b',');
             }
-            jcs::write_json_string(k, out);
-            out.push(b':');
-            out.extend_from_slice(self.buf.get(r.clone()).unwrap_or_default());
+            if let Some(f) = fields.get(at(o)) {
+                out.extend_from_slice(self.buf.get(f.entry.clone()).unwrap_or_default());
+            }
         }
         out.push(b'}');
         Ok(())
@@ -204,10 +305,11 @@ impl canon_ser::Fields for Envelope {
         key: Cow<'static, str>,
         value: &T,
     ) -> std::result::Result<(), canon_ser::Error> {
-        let start = self.buf.len();
+        let start = self.begin(&key);
+        let value_start = self.buf.len();
         match canon_ser::write(value, &mut self.buf) {
             Ok(()) => {
-                self.push(key, start);
+                self.finish(key, start, value_start);
                 Ok(())
             }
             Err(e) => {
@@ -279,6 +381,18 @@ mod tests {
             "ok": false, "s": "é\u{1}", "r": [1, 2]});
         assert_eq!(out, jcs::canonicalize(&expect).unwrap());
         assert_eq!(e.get_raw("n"), Some(&b"1234567890"[..]));
+
+        // A value that cannot be canonicalized leaves no trace of its field.
+        let before = out.clone();
+        assert!(e.value("bad", &json!({"x": u64::MAX})).is_err());
+        assert!(!e.contains("bad"));
+        e.ascii_with("id", |b| b.extend_from_slice(b"01ab"));
+        assert_eq!(e.get_raw("id"), Some(&b"\"01ab\""[..]));
+        let mut out = Vec::new();
+        e.write_canonical(&mut out).unwrap();
+        let mut expect: Value = serde_json::from_slice(&before).unwrap();
+        expect["id"] = json!("01ab");
+        assert_eq!(out, jcs::canonicalize(&expect).unwrap());
     }
 
     #[test]

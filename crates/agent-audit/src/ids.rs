@@ -80,6 +80,10 @@ impl TraceId {
     pub fn write_to(&self, out: &mut String) {
         push_hex(out, &self.0);
     }
+    /// Appends the 32 lowercase hex characters to `out`.
+    pub fn push_to(&self, out: &mut Vec<u8>) {
+        push_hex_bytes(out, &self.0);
+    }
     /// Parses 32 hex characters (not all zero).
     pub fn parse(s: &str) -> Result<Self> {
         let mut b = [0u8; 16];
@@ -96,6 +100,10 @@ impl SpanId {
     /// Appends the 16 lowercase hex characters to `out`.
     pub fn write_to(&self, out: &mut String) {
         push_hex(out, &self.0);
+    }
+    /// Appends the 16 lowercase hex characters to `out`.
+    pub fn push_to(&self, out: &mut Vec<u8>) {
+        push_hex_bytes(out, &self.0);
     }
     /// Parses 16 hex characters (not all zero).
     pub fn parse(s: &str) -> Result<Self> {
@@ -340,19 +348,44 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// Appends the lowercase hex of `bytes` to `out` (a table lookup per
 /// byte; `hex::encode` builds its string a character at a time).
 pub fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // Digits go to a stack buffer and into `out` in one copy: pushing them
-    // one `char` at a time cost 2 % of the writer's time.
     let mut buf = [0u8; 128];
     for chunk in bytes.chunks(64) {
-        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
-        out.push_str(
-            std::str::from_utf8(buf.get(..chunk.len() * 2).unwrap_or_default()).unwrap_or_default(),
-        );
+        let n = hex_into(&mut buf, chunk);
+        // Hex digits are ASCII.
+        out.push_str(std::str::from_utf8(buf.get(..n).unwrap_or_default()).unwrap_or_default());
     }
+}
+
+/// Appends the lowercase hex digits of `bytes` to `out`.
+pub fn push_hex_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut buf = [0u8; 128];
+    for chunk in bytes.chunks(64) {
+        let n = hex_into(&mut buf, chunk);
+        out.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// Writes the hex digits of `bytes` (at most 64) into `buf`; returns how
+/// many were written. Digits go to a stack buffer and into the output in
+/// one copy, two at a time from a table: pushing them one `char` at a time
+/// cost 2 % of the writer's time.
+fn hex_into(buf: &mut [u8; 128], bytes: &[u8]) -> usize {
+    static PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [DIGITS[i >> 4], DIGITS[i & 0x0f]];
+            i += 1;
+        }
+        t
+    };
+    let mut n = 0;
+    for (pair, b) in buf.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(*b)]);
+        n += 2;
+    }
+    n
 }
 
 /// Decodes hex (either case) into `out`; false when `src` is not exactly
@@ -434,9 +467,14 @@ fn fill_uuid_random(rand: &mut [u8; 10]) {
 }
 
 /// Appends a new UUIDv7 whose time part is `ts`, hyphenated lowercase.
-pub fn write_uuid_v7_at(ts: Timestamp, out: &mut String) {
+pub fn write_uuid_v7_at(ts: Timestamp, out: &mut Vec<u8>) {
     let mut buf = uuid::Uuid::encode_buffer();
-    out.push_str(uuid_v7_at(ts).hyphenated().encode_lower(&mut buf));
+    out.extend_from_slice(
+        uuid_v7_at(ts)
+            .hyphenated()
+            .encode_lower(&mut buf)
+            .as_bytes(),
+    );
 }
 
 /// A new UUIDv7 whose time part is `ts`.

@@ -206,6 +206,22 @@ impl ValueHasher {
         }
     }
 
+    /// [`ValueHasher::hash_bytes`] appended to `out` (ASCII, nothing to escape).
+    pub fn push_hash(&self, bytes: &[u8], out: &mut Vec<u8>) {
+        match &self.key {
+            Some(k) => {
+                let mut mac = k.clone();
+                mac.update(bytes);
+                out.extend_from_slice(b"hmac-sha256:");
+                crate::ids::push_hex_bytes(out, &mac.finalize().into_bytes());
+            }
+            None => {
+                out.extend_from_slice(b"sha256:");
+                crate::ids::push_hex_bytes(out, &Sha256::digest(bytes));
+            }
+        }
+    }
+
     /// Hash of the canonical form of `v`.
     pub fn hash_value(&self, v: &Value, scratch: &mut Vec<u8>) -> Result<String> {
         scratch.clear();
@@ -226,7 +242,8 @@ impl SaltSource {
     /// The next 32-byte salt.
     pub fn next_salt(&mut self) -> [u8; 32] {
         if self.pos + 32 > self.buf.len() {
-            self.buf = vec![0u8; 32 * 256];
+            // One syscall per 1024 salts; the buffer is reused.
+            self.buf.resize(32 * 1024, 0);
             if getrandom::fill(&mut self.buf).is_err() {
                 // Without OS randomness, derive from the clock; salts still
                 // differ, though they are guessable: better than no record.

@@ -401,6 +401,29 @@ impl RedactionReport {
         self.counts.is_empty()
     }
 
+    /// [`RedactionReport::to_json`] as canonical JSON text, appended to `out`.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        if !self.counts.keys().all(|k| k.is_ascii()) {
+            // Non-ASCII kind names (custom patterns) sort by UTF-16 code
+            // units, not as the map holds them.
+            if let Ok(text) = crate::jcs::canonicalize(&self.to_json()) {
+                out.extend_from_slice(&text);
+            }
+            return;
+        }
+        // ASCII: the map's byte order is RFC 8785 order.
+        out.push(b'{');
+        for (i, (k, n)) in self.counts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::jcs::write_json_string(k, out);
+            out.push(b':');
+            let _ = std::io::Write::write_fmt(out, format_args!("{n}"));
+        }
+        out.push(b'}');
+    }
+
     /// The counts as a JSON object, e.g. `{"email": 2, "jwt": 1}`, for storing in a record.
     pub fn to_json(&self) -> Value {
         Value::Object(
@@ -4421,6 +4444,36 @@ mod tests {
             .into_iter()
             .map(|f| (f.kind.as_str().to_owned(), s[f.range].to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn report_text_is_the_canonical_form_of_its_json() {
+        let kinds = [
+            vec![],
+            vec![
+                RedactionKind::Email,
+                RedactionKind::Jwt,
+                RedactionKind::Email,
+            ],
+            vec![
+                RedactionKind::Custom("zz".into()),
+                RedactionKind::Custom("\u{e000}x".into()),
+                RedactionKind::Custom("\u{1f600}".into()),
+                RedactionKind::Custom("quote\"d".into()),
+                RedactionKind::Phone,
+            ],
+        ];
+        for list in kinds {
+            let mut report = RedactionReport::new();
+            for _ in 0..3 {
+                for k in &list {
+                    report.record(k);
+                }
+            }
+            let mut text = Vec::new();
+            report.write_canonical(&mut text);
+            assert_eq!(text, crate::jcs::canonicalize(&report.to_json()).unwrap());
+        }
     }
 
     #[test]
