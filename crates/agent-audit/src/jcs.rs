@@ -366,21 +366,40 @@ fn write_u64(mut n: u64, out: &mut Vec<u8>) {
 
 /// Whether no byte of `bytes` needs escaping, tested a word at a time (SWAR).
 fn is_clean(bytes: &[u8]) -> bool {
+    let word = |chunk: &[u8]| <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+    if bytes.len() < 8 {
+        // Padded with spaces (clean) to one word.
+        let mut pad = [b' '; 8];
+        for (d, s) in pad.iter_mut().zip(bytes) {
+            *d = *s;
+        }
+        return word_is_clean(u64::from_le_bytes(pad));
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    let mut dirty = false;
+    for chunk in &mut chunks {
+        dirty |= !word_is_clean(word(chunk));
+    }
+    // The tail is checked as the last eight bytes, overlapping the words
+    // already seen, instead of byte by byte.
+    if !chunks.remainder().is_empty() {
+        let tail = bytes.get(bytes.len() - 8..).unwrap_or_default();
+        dirty |= !word_is_clean(word(tail));
+    }
+    !dirty
+}
+
+/// Whether none of the eight bytes in `x` needs escaping.
+#[inline(always)]
+fn word_is_clean(x: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Nonzero iff some byte of `x` is below `n` (n <= 0x80); exact as a yes/no answer.
     let any_below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut dirty = 0;
-    for chunk in &mut chunks {
-        // A chunk is always 8 bytes; the fallback only keeps this branch-free of panics and
-        // errs toward the escaping path.
-        let x = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
-        dirty |= any_below(x, 0x20)
-            | any_below(x ^ (ONES * u64::from(b'"')), 1)
-            | any_below(x ^ (ONES * u64::from(b'\\')), 1);
-    }
-    dirty == 0 && !chunks.remainder().iter().any(|&b| needs_escape(b))
+    (any_below(x, 0x20)
+        | any_below(x ^ (ONES * u64::from(b'"')), 1)
+        | any_below(x ^ (ONES * u64::from(b'\\')), 1))
+        == 0
 }
 
 fn needs_escape(byte: u8) -> bool {
@@ -969,7 +988,7 @@ mod tests {
     fn word_at_a_time_clean_check_matches_bytewise() {
         let specials = [0x00, 0x1f, b'"', b'\\'];
         let harmless = [0x20, b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff];
-        for len in 0..20 {
+        for len in 0..40 {
             let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
             assert!(is_clean(&base));
             for at in 0..len {
