@@ -15,7 +15,9 @@ use crate::error::{AuditError, Result};
 use crate::ids::write_uuid_v7_at;
 use crate::jcs;
 use crate::payload::{PayloadLimits, SaltSource, ValueHasher, normalize, truncate_strings};
-use crate::record::{Body, CaptureMode, Event, PayloadPart, Principal};
+use crate::record::{
+    Body, CaptureMode, Event, Outcome, PayloadPart, Principal, ResultStatus, ToolCall, ToolInfo,
+};
 use crate::redact::{RedactionReport, Redactor};
 
 /// Log-wide defaults and switches the encoder applies to every event.
@@ -165,7 +167,10 @@ impl RecordEncoder {
         self.has_payload = false;
         env.clear();
         let is_tool = matches!(body, Body::ToolCall(_));
-        env.extend_object(&body)?;
+        match &body {
+            Body::ToolCall(call) => tool_call_fields(call, env),
+            other => env.extend_object(other)?,
+        }
         // Ids and the time are ASCII with nothing to escape.
         env.ascii_with("event_id", |b| write_uuid_v7_at(ts, b));
         self.ids.clear();
@@ -292,5 +297,191 @@ impl RecordEncoder {
             self.has_payload = true;
         }
         Ok(())
+    }
+}
+
+/// The fields of a `tool_call` body, written straight into the envelope.
+///
+/// The most common record's body: serde writes it through its map path
+/// (its `Outcome` is flattened), a key and a dispatch per field. The
+/// destructuring has no `..`, so a field added to these structs does not
+/// compile here until it is written; a test compares the output with the
+/// serde path's for every combination of fields.
+fn tool_call_fields(call: &ToolCall, env: &mut Envelope) {
+    let ToolCall {
+        tool,
+        outcome,
+        permissions_used,
+        permissions_denied,
+        data_classification,
+        environment,
+        authorization_method,
+        data_subjects_affected,
+        output_bytes,
+    } = call;
+    let ToolInfo {
+        name,
+        version,
+        publisher,
+        trust_level,
+    } = tool;
+    let Outcome {
+        result_status,
+        duration_ms,
+        error_type,
+    } = outcome;
+    env.raw("kind", b"\"tool_call\"");
+    env.with("tool".into(), |b| {
+        // RFC 8785 order: name, publisher, trust_level, version.
+        b.extend_from_slice(b"{\"name\":");
+        jcs::write_json_string(name, b);
+        for (key, value) in [
+            (&b",\"publisher\":"[..], publisher),
+            (&b",\"trust_level\":"[..], trust_level),
+            (&b",\"version\":"[..], version),
+        ] {
+            if let Some(v) = value {
+                b.extend_from_slice(key);
+                jcs::write_json_string(v, b);
+            }
+        }
+        b.push(b'}');
+    });
+    if let Some(s) = result_status {
+        let text: &[u8] = match s {
+            ResultStatus::Ok => b"\"ok\"",
+            ResultStatus::Error => b"\"error\"",
+            ResultStatus::Timeout => b"\"timeout\"",
+            ResultStatus::Blocked => b"\"blocked\"",
+            ResultStatus::Cancelled => b"\"cancelled\"",
+        };
+        env.raw("result_status", text);
+    }
+    if let Some(d) = duration_ms {
+        env.with("duration_ms".into(), |b| {
+            // As serde's path: a non-finite number is written as null.
+            if jcs::write_f64(*d, b).is_err() {
+                b.extend_from_slice(b"null");
+            }
+        });
+    }
+    if let Some(e) = error_type {
+        env.str("error_type", e);
+    }
+    for (key, list) in [
+        ("permissions_used", permissions_used),
+        ("permissions_denied", permissions_denied),
+    ] {
+        if !list.is_empty() {
+            env.with(key.into(), |b| {
+                b.push(b'[');
+                for (i, p) in list.iter().enumerate() {
+                    if i > 0 {
+                        b.push(b',');
+                    }
+                    jcs::write_json_string(p, b);
+                }
+                b.push(b']');
+            });
+        }
+    }
+    for (key, value) in [
+        ("data_classification", data_classification),
+        ("environment", environment),
+        ("authorization_method", authorization_method),
+    ] {
+        if let Some(v) = value {
+            env.str(key, v);
+        }
+    }
+    // A counter above 2^53-1 travels as a string, as `Counter` serializes.
+    if let Some(n) = data_subjects_affected {
+        env.u64("data_subjects_affected", n.0);
+    }
+    if let Some(n) = output_bytes {
+        env.u64("output_bytes", n.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Counter;
+
+    fn text(env: &mut Envelope) -> String {
+        let mut out = Vec::new();
+        env.write_canonical(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn tool_call_fields_match_the_serde_path() {
+        let strings = ["", "crm.update", "é\"\\\n\u{1}x", "\u{1f600}"];
+        let statuses = [
+            None,
+            Some(ResultStatus::Ok),
+            Some(ResultStatus::Error),
+            Some(ResultStatus::Timeout),
+            Some(ResultStatus::Blocked),
+            Some(ResultStatus::Cancelled),
+        ];
+        let durations = [
+            None,
+            Some(12.5),
+            Some(0.0),
+            Some(-0.0),
+            Some(1e21),
+            Some(f64::NAN),
+        ];
+        let counters = [
+            None,
+            Some(Counter(0)),
+            Some(Counter(1 << 53)),
+            Some(Counter(u64::MAX)),
+        ];
+        let mut n = 0;
+        // Each field cycles through its values at its own pace, so the
+        // cases cover every value of every field and many combinations.
+        for i in 0..720usize {
+            let pick = |opts: usize, salt: usize| (i / salt.max(1)) % opts;
+            let opt = |k: usize, salt: usize| {
+                let j = pick(strings.len() + 1, salt);
+                (j > 0).then(|| strings[(j - 1 + k) % strings.len()].to_string())
+            };
+            let list = |salt: usize| -> Vec<String> {
+                strings
+                    .iter()
+                    .take(pick(3, salt))
+                    .map(|s| s.to_string())
+                    .collect()
+            };
+            let call = ToolCall {
+                tool: ToolInfo {
+                    name: strings[pick(strings.len(), 1)].into(),
+                    version: opt(0, 2),
+                    publisher: opt(1, 3),
+                    trust_level: opt(2, 5),
+                },
+                outcome: Outcome {
+                    result_status: statuses[pick(statuses.len(), 7)],
+                    duration_ms: durations[pick(durations.len(), 11)],
+                    error_type: opt(3, 13),
+                },
+                permissions_used: list(17),
+                permissions_denied: list(19),
+                data_classification: opt(0, 23),
+                environment: opt(1, 29),
+                authorization_method: opt(2, 31),
+                data_subjects_affected: counters[pick(counters.len(), 37)],
+                output_bytes: counters[pick(counters.len(), 41)],
+            };
+            let mut fast = Envelope::new();
+            tool_call_fields(&call, &mut fast);
+            let mut serde = Envelope::new();
+            serde.extend_object(&Body::ToolCall(call.clone())).unwrap();
+            assert_eq!(text(&mut fast), text(&mut serde), "{call:?}");
+            n += 1;
+        }
+        assert_eq!(n, 720);
     }
 }

@@ -55,6 +55,20 @@ pub struct Envelope {
     order: Vec<u128>,
     // Whether every name is ASCII (then byte order is RFC 8785 order).
     all_ascii: bool,
+    // Orders found for recent ASCII field sets with distinct prefixes:
+    // the prefixes in the order the fields were added, and the order.
+    recent: Vec<(Vec<u64>, Vec<u128>)>,
+    next_recent: usize,
+}
+
+/// How many field sets' orders an envelope remembers (record kinds in use).
+const RECENT_ORDERS: usize = 8;
+
+fn given_twice(name: &str) -> AuditError {
+    AuditError::new(
+        ErrorKind::InvalidEvent,
+        format!("envelope field {name:?} given twice"),
+    )
 }
 
 impl Default for Envelope {
@@ -71,6 +85,8 @@ impl Envelope {
             fields: Vec::with_capacity(32),
             order: Vec::with_capacity(32),
             all_ascii: true,
+            recent: Vec::new(),
+            next_recent: 0,
         }
     }
 
@@ -225,65 +241,93 @@ impl Envelope {
         self.fields.iter().any(|f| f.key == key)
     }
 
+    /// Fills `order` with the fields in RFC 8785 order; a name given twice
+    /// is an error.
+    fn order_fields(&mut self) -> Result<()> {
+        let fields = &self.fields;
+        let key = |i: usize| fields.get(i).map_or("", |f| &f.key);
+        let at = |o: u128| o as u64 as usize;
+        self.order.clear();
+        if !self.all_ascii {
+            self.order.extend((0..fields.len()).map(|i| i as u128));
+            self.order.sort_unstable_by(|a, b| {
+                key(at(*a)).encode_utf16().cmp(key(at(*b)).encode_utf16())
+            });
+            if let Some(w) = self
+                .order
+                .windows(2)
+                .find(|w| key(at(w[0])) == key(at(w[1])))
+            {
+                return Err(given_twice(key(at(w[0]))));
+            }
+            return Ok(());
+        }
+        // Records of one kind add the same fields in the same order: their
+        // order is remembered, keyed by the names' prefixes as added.
+        if let Some((_, order)) = self.recent.iter().find(|(prefixes, _)| {
+            prefixes.len() == fields.len()
+                && prefixes.iter().zip(fields).all(|(p, f)| *p == f.prefix)
+        }) {
+            self.order.extend_from_slice(order);
+            return Ok(());
+        }
+        // For ASCII, byte order is UTF-16 order. Sorting integers (prefix,
+        // index) orders every pair whose names differ in their first eight
+        // bytes; runs sharing a prefix are then sorted by the whole name,
+        // and only there can a name repeat.
+        self.order.extend(
+            fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (u128::from(f.prefix) << 64) | i as u128),
+        );
+        self.order.sort_unstable();
+        let mut distinct = true;
+        let mut i = 0;
+        while let Some(&first) = self.order.get(i) {
+            let run = self
+                .order
+                .get(i..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|&&o| o >> 64 == first >> 64)
+                .count();
+            if run > 1
+                && let Some(r) = self.order.get_mut(i..i + run)
+            {
+                distinct = false;
+                r.sort_unstable_by(|a, b| key(at(*a)).as_bytes().cmp(key(at(*b)).as_bytes()));
+                if let Some(w) = r.windows(2).find(|w| key(at(w[0])) == key(at(w[1]))) {
+                    return Err(given_twice(key(at(w[0]))));
+                }
+            }
+            i += run.max(1);
+        }
+        // With distinct prefixes the order follows from them alone, so
+        // the same prefixes added in the same order give the same order.
+        if distinct {
+            let entry = (
+                fields.iter().map(|f| f.prefix).collect(),
+                self.order.clone(),
+            );
+            if self.recent.len() < RECENT_ORDERS {
+                self.recent.push(entry);
+            } else if let Some(slot) = self.recent.get_mut(self.next_recent % RECENT_ORDERS) {
+                *slot = entry;
+            }
+            self.next_recent = self.next_recent.wrapping_add(1);
+        }
+        Ok(())
+    }
+
     /// Appends the envelope as one canonical JSON object to `out`. Sorts
     /// the fields; a name given twice is an error (the record would not
     /// parse back) and leaves `out` as it was.
     pub fn write_canonical(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.order_fields()?;
         let fields = &self.fields;
-        let key = |i: usize| fields.get(i).map_or("", |f| &f.key);
-        self.order.clear();
-        if self.all_ascii {
-            // For ASCII, byte order is UTF-16 order. Sorting integers
-            // (prefix, index) orders every pair whose names differ in their
-            // first eight bytes; runs sharing a prefix are then sorted by
-            // the whole name.
-            self.order.extend(
-                fields
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| (u128::from(f.prefix) << 64) | i as u128),
-            );
-            self.order.sort_unstable();
-            let mut i = 0;
-            while let Some(&first) = self.order.get(i) {
-                let run = self
-                    .order
-                    .get(i..)
-                    .unwrap_or_default()
-                    .iter()
-                    .take_while(|&&o| o >> 64 == first >> 64)
-                    .count();
-                if run > 1
-                    && let Some(r) = self.order.get_mut(i..i + run)
-                {
-                    r.sort_unstable_by(|a, b| {
-                        key(*a as u64 as usize)
-                            .as_bytes()
-                            .cmp(key(*b as u64 as usize).as_bytes())
-                    });
-                }
-                i += run;
-            }
-        } else {
-            self.order.extend((0..fields.len()).map(|i| i as u128));
-            self.order.sort_unstable_by(|a, b| {
-                key(*a as usize)
-                    .encode_utf16()
-                    .cmp(key(*b as usize).encode_utf16())
-            });
-        }
-        // The low 64 bits hold the index either way.
+        // The low 64 bits of an order entry hold the field's index.
         let at = |o: u128| o as u64 as usize;
-        if let Some(w) = self
-            .order
-            .windows(2)
-            .find(|w| key(at(w[0])) == key(at(w[1])))
-        {
-            return Err(AuditError::new(
-                ErrorKind::InvalidEvent,
-                format!("envelope field {:?} given twice", key(at(w[0]))),
-            ));
-        }
         out.reserve(self.buf.len() + fields.len() + 2);
         out.push(b'{');
         for (n, &o) in self.order.iter().enumerate() {
@@ -427,6 +471,67 @@ mod tests {
             e.write_canonical(&mut out).unwrap();
             assert_eq!(out, jcs::canonicalize(&Value::Object(map)).unwrap());
         }
+    }
+
+    #[test]
+    fn a_reused_envelope_orders_every_field_set_like_the_map() {
+        // Names with and without shared eight-byte prefixes, and one
+        // non-ASCII name; sets drawn in varying orders, some repeated (the
+        // remembered orders), some with a name twice (an error).
+        let names = [
+            "kind",
+            "ts",
+            "abcdefgh1",
+            "abcdefgh2",
+            "abcdefgh",
+            "seq",
+            "v",
+            "prev",
+            "\u{e9}t\u{e9}",
+            "payload_digest",
+            "parent_span_id",
+        ];
+        let mut e = Envelope::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut checked, mut refused) = (0, 0);
+        for round in 0..3000 {
+            // Every third round repeats a fixed set in a fixed order.
+            let pick: Vec<&str> = if round % 3 == 0 {
+                vec!["kind", "ts", "seq", "v", "prev", "abcdefgh1"]
+            } else {
+                let n = (next() % 7 + 1) as usize;
+                (0..n)
+                    .map(|_| names[(next() % names.len() as u64) as usize])
+                    .collect()
+            };
+            e.clear();
+            let mut map = Map::new();
+            for (i, n) in pick.iter().enumerate() {
+                e.u64(*n, i as u64);
+                map.insert((*n).to_string(), Value::from(i));
+            }
+            let mut out = Vec::new();
+            if map.len() < pick.len() {
+                assert!(e.write_canonical(&mut out).is_err(), "{pick:?}");
+                assert!(out.is_empty());
+                refused += 1;
+            } else {
+                e.write_canonical(&mut out).unwrap();
+                assert_eq!(
+                    out,
+                    jcs::canonicalize(&Value::Object(map)).unwrap(),
+                    "{pick:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 2000 && refused > 100, "{checked} {refused}");
     }
 
     #[test]
