@@ -35,10 +35,10 @@ pub fn push_sha256(out: &mut Vec<u8>, h: &[u8; 32]) {
 
 /// `sha256:<hex>`.
 pub fn fmt_sha256(h: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(71);
-    s.push_str("sha256:");
-    crate::ids::push_hex(&mut s, h);
-    s
+    let mut out = Vec::with_capacity(71);
+    push_sha256(&mut out, h);
+    // `push_sha256` writes ASCII only.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Parses `sha256:<64 hex>`.

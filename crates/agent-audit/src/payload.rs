@@ -190,20 +190,10 @@ impl ValueHasher {
 
     /// `sha256:…` or `hmac-sha256:…` of raw bytes.
     pub fn hash_bytes(&self, bytes: &[u8]) -> String {
-        match &self.key {
-            Some(k) => {
-                let mut mac = k.clone();
-                mac.update(bytes);
-                let mut s = String::from("hmac-sha256:");
-                crate::ids::push_hex(&mut s, &mac.finalize().into_bytes());
-                s
-            }
-            None => {
-                let mut s = String::from("sha256:");
-                crate::ids::push_hex(&mut s, &Sha256::digest(bytes));
-                s
-            }
-        }
+        let mut out = Vec::with_capacity(76);
+        self.push_hash(bytes, &mut out);
+        // `push_hash` writes ASCII only.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// [`ValueHasher::hash_bytes`] appended to `out` (ASCII, nothing to escape).
