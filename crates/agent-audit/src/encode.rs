@@ -18,7 +18,7 @@ use crate::payload::{PayloadLimits, SaltSource, ValueHasher, normalize, truncate
 use crate::record::{
     Body, CaptureMode, Event, Outcome, PayloadPart, Principal, ResultStatus, ToolCall, ToolInfo,
 };
-use crate::redact::{RedactionReport, Redactor};
+use crate::redact::{RedactionMemo, RedactionReport, Redactor};
 
 /// Log-wide defaults and switches the encoder applies to every event.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +45,8 @@ type CachedPrincipal = (Option<Arc<Principal>>, Option<Vec<u8>>);
 pub struct RecordEncoder {
     settings: EncoderSettings,
     redactor: Arc<Redactor>,
+    /// What redaction made of strings seen recently (this encoder's redactor).
+    memo: RedactionMemo,
     hasher: ValueHasher,
     /// User ids are always hashed under the tenant key when hashing is on.
     salts: SaltSource,
@@ -76,6 +78,7 @@ impl RecordEncoder {
         Ok(RecordEncoder {
             settings,
             redactor,
+            memo: RedactionMemo::new(),
             hasher: ValueHasher::new(hashing_key),
             salts: SaltSource::default(),
             principal_cache: None,
@@ -213,7 +216,8 @@ impl RecordEncoder {
             normalize(&mut meta, self.settings.limits.max_depth);
             // Metadata sits in the hashed envelope and cannot be erased, so
             // it is redacted in every capture mode, raw included.
-            self.redactor.redact_value(&mut meta, &mut report);
+            self.redactor
+                .redact_value_memo(&mut meta, &mut report, &mut self.memo);
             truncate_strings(&mut meta, 1024);
             env.value("metadata", &meta)?;
         }
@@ -241,7 +245,8 @@ impl RecordEncoder {
                     let mut changed = false;
                     if capture == CaptureMode::Redacted {
                         let before = report.total();
-                        self.redactor.redact_value(&mut value, &mut report);
+                        self.redactor
+                            .redact_value_memo(&mut value, &mut report, &mut self.memo);
                         changed = report.total() > before;
                         if part == PayloadPart::Args {
                             args_redacted = Some(changed);

@@ -351,6 +351,132 @@ impl std::error::Error for RedactError {
     }
 }
 
+/// Strings longer than this are not remembered by a [`RedactionMemo`].
+const MEMO_MAX_STRING: usize = 64 * 1024;
+/// Slots of a [`RedactionMemo`] (a power of two).
+const MEMO_SLOTS: usize = 1024;
+/// Bytes of strings a [`RedactionMemo`] holds before it starts over.
+const MEMO_MAX_BYTES: usize = 4 << 20;
+
+/// Whether a [`RedactionMemo`] remembers strings like `s`.
+fn memo_fits(s: &str) -> bool {
+    s.len() <= MEMO_MAX_STRING
+}
+
+/// What redaction made of strings searched recently, for
+/// [`Redactor::redact_value_memo`]: agents send the same strings again and
+/// again (a system prompt and every earlier turn of a conversation with each
+/// model call, query templates, the same addresses and paths), and a string
+/// met again is then a hash and a comparison instead of a search.
+///
+/// Bounded: direct-mapped (a new string takes its slot from whatever held
+/// it), at most [`MEMO_SLOTS`] strings of up to 64 KiB, and it starts over
+/// once they hold more than 4 MiB. A hit compares the whole string, so a
+/// hash collision costs a search, never a wrong result. Only strings that
+/// pass the cheap first look (digits, `@`, a literal...) are remembered;
+/// the rest cost less to look at than to remember.
+pub struct RedactionMemo {
+    slots: Vec<Option<MemoEntry>>,
+    hasher: foldhash::fast::RandomState,
+    bytes: usize,
+}
+
+struct MemoEntry {
+    hash: u64,
+    text: Box<str>,
+    /// `None`: the string stays as it is.
+    redacted: Option<Box<str>>,
+    /// What was found, in order, to count again on a hit.
+    kinds: Vec<RedactionKind>,
+}
+
+impl MemoEntry {
+    fn bytes(&self) -> usize {
+        self.text.len() + self.redacted.as_ref().map_or(0, |r| r.len())
+    }
+}
+
+impl Default for RedactionMemo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for RedactionMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedactionMemo")
+            .field("strings", &self.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl RedactionMemo {
+    /// An empty memo (it allocates its slots when first used).
+    pub fn new() -> Self {
+        RedactionMemo {
+            slots: Vec::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            bytes: 0,
+        }
+    }
+
+    /// Strings remembered.
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    fn hash(&self, s: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(s)
+    }
+
+    fn slot(hash: u64) -> usize {
+        // The mask keeps the index below MEMO_SLOTS, so the narrowing is exact.
+        (hash & (MEMO_SLOTS as u64 - 1)) as usize
+    }
+
+    fn get(&self, hash: u64, s: &str) -> Option<&MemoEntry> {
+        self.slots
+            .get(Self::slot(hash))?
+            .as_ref()
+            .filter(|e| e.hash == hash && *e.text == *s)
+    }
+
+    fn put(&mut self, hash: u64, s: &str, redacted: Option<&str>, kinds: Vec<RedactionKind>) {
+        let entry = MemoEntry {
+            hash,
+            text: s.into(),
+            redacted: redacted.map(Into::into),
+            kinds,
+        };
+        if self.bytes + entry.bytes() > MEMO_MAX_BYTES {
+            self.slots.clear();
+            self.bytes = 0;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(MEMO_SLOTS, || None);
+        }
+        self.bytes += entry.bytes();
+        if let Some(slot) = self.slots.get_mut(Self::slot(hash))
+            && let Some(old) = slot.replace(entry)
+        {
+            self.bytes -= old.bytes();
+        }
+    }
+}
+
+/// Where a walk over a value counts what it found, and its memo if any.
+struct Walk<'a> {
+    report: &'a mut RedactionReport,
+    memo: Option<&'a mut RedactionMemo>,
+}
+
 /// What a redaction pass found: a count per kind name.
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct RedactionReport {
@@ -1854,17 +1980,36 @@ impl Redactor {
     /// empty strings under secret keys are kept: they carry no secret and their
     /// presence is useful evidence. Counts what was found into `report`.
     pub fn redact_value(&self, value: &mut Value, report: &mut RedactionReport) {
-        self.redact_tree(value, report, 0);
+        let mut walk = Walk { report, memo: None };
+        self.redact_tree(value, &mut walk, 0);
+    }
+
+    /// [`Redactor::redact_value`], remembering in `memo` what became of the
+    /// strings it searched, so that a string met again (a system prompt, the
+    /// earlier turns a conversation resends with every model call, a query
+    /// template, an address) is not searched again. The result is the same as
+    /// without the memo. Use one memo per thread, with one redactor.
+    pub fn redact_value_memo(
+        &self,
+        value: &mut Value,
+        report: &mut RedactionReport,
+        memo: &mut RedactionMemo,
+    ) {
+        let mut walk = Walk {
+            report,
+            memo: Some(memo),
+        };
+        self.redact_tree(value, &mut walk, 0);
     }
 
     /// [`Redactor::redact_value`] by recursion down to [`MAX_RECURSION`] levels, which
     /// needs no heap allocation; deeper subtrees go to [`Redactor::redact_deep`].
-    fn redact_tree(&self, value: &mut Value, report: &mut RedactionReport, depth: usize) {
-        self.redact_node(value, report, &mut |child, report| {
+    fn redact_tree(&self, value: &mut Value, walk: &mut Walk<'_>, depth: usize) {
+        self.redact_node(value, walk, &mut |child, walk| {
             if depth < MAX_RECURSION {
-                self.redact_tree(child, report, depth + 1);
+                self.redact_tree(child, walk, depth + 1);
             } else {
-                self.redact_deep(child, report);
+                self.redact_deep(child, walk);
             }
         });
     }
@@ -1872,11 +2017,11 @@ impl Redactor {
     /// [`Redactor::redact_value`] with an explicit stack instead of recursion: values
     /// built in code (not parsed) have no depth limit, and the writer thread must not
     /// overflow its stack.
-    fn redact_deep(&self, value: &mut Value, report: &mut RedactionReport) {
+    fn redact_deep(&self, value: &mut Value, walk: &mut Walk<'_>) {
         let mut stack: Vec<&mut Value> = Vec::with_capacity(16);
         stack.push(value);
         while let Some(v) = stack.pop() {
-            self.redact_node(v, report, &mut |child, _| stack.push(child));
+            self.redact_node(v, walk, &mut |child, _| stack.push(child));
         }
     }
 
@@ -1887,12 +2032,12 @@ impl Redactor {
     fn redact_node<'v>(
         &self,
         v: &'v mut Value,
-        report: &mut RedactionReport,
-        visit: &mut dyn FnMut(&'v mut Value, &mut RedactionReport),
+        walk: &mut Walk<'_>,
+        visit: &mut dyn FnMut(&'v mut Value, &mut Walk<'_>),
     ) {
         match v {
             Value::String(s) => {
-                if let Cow::Owned(new) = self.redact_str(s, report) {
+                if let Some(new) = self.redact_string(s, walk) {
                     *s = new;
                 }
             }
@@ -1905,13 +2050,13 @@ impl Redactor {
                     (None, Some(i)) => format_integer(i.unsigned_abs(), i < 0, &mut buf),
                     (None, None) => return,
                 };
-                if let Cow::Owned(new) = self.redact_str(text, report) {
+                if let Cow::Owned(new) = self.redact_str(text, walk.report) {
                     *v = Value::String(new);
                 }
             }
             Value::Array(items) => {
                 for item in items.iter_mut() {
-                    visit(item, report);
+                    visit(item, walk);
                 }
             }
             Value::Object(map) => {
@@ -1924,15 +2069,15 @@ impl Redactor {
                     may_hold |= hold;
                     may_private_key |= private_key;
                 }
-                if may_hold && self.redact_keys(map, report) {
+                if may_hold && self.redact_keys(map, walk.report) {
                     may_private_key = map.keys().any(|k| key_flags(k).1);
                 }
                 let service_account = may_private_key
                     && map.get("type").and_then(Value::as_str) == Some("service_account");
                 for (key, child) in map.iter_mut() {
                     match self.secret_key_kind(key, service_account) {
-                        Some(kind) => self.redact_whole(child, kind, report),
-                        None => visit(child, report),
+                        Some(kind) => self.redact_whole(child, kind, walk.report),
+                        None => visit(child, walk),
                     }
                 }
             }
@@ -1946,16 +2091,43 @@ impl Redactor {
         if found.is_empty() {
             return Cow::Borrowed(s);
         }
+        Cow::Owned(self.replace_found(s, &found, report))
+    }
+
+    /// A string value met in a walk: `None` when it stays as it is. Strings the
+    /// walk's memo has seen are not searched again.
+    fn redact_string(&self, s: &str, walk: &mut Walk<'_>) -> Option<String> {
+        let pre = self.prescan(s)?;
+        let Some(memo) = walk.memo.as_deref_mut().filter(|_| memo_fits(s)) else {
+            let found = self.collect_prescanned(s, pre);
+            return (!found.is_empty()).then(|| self.replace_found(s, &found, walk.report));
+        };
+        let hash = memo.hash(s);
+        if let Some(seen) = memo.get(hash, s) {
+            for kind in &seen.kinds {
+                walk.report.record(kind);
+            }
+            return seen.redacted.as_deref().map(str::to_owned);
+        }
+        let found = self.collect_prescanned(s, pre);
+        let redacted = (!found.is_empty()).then(|| self.replace_found(s, &found, walk.report));
+        let kinds = found.into_iter().map(|f| f.kind).collect();
+        memo.put(hash, s, redacted.as_deref(), kinds);
+        redacted
+    }
+
+    /// `s` with each finding replaced by its token, counted into `report`.
+    fn replace_found(&self, s: &str, found: &[Found], report: &mut RedactionReport) -> String {
         let mut out = String::with_capacity(s.len() + 16 * found.len());
         let mut last = 0;
-        for f in &found {
+        for f in found {
             out.push_str(s.get(last..f.start).unwrap_or_default());
             self.write_token(&mut out, &f.kind, s.get(f.start..f.end).unwrap_or_default());
             report.record(&f.kind);
             last = f.end;
         }
         out.push_str(s.get(last..).unwrap_or_default());
-        Cow::Owned(out)
+        out
     }
 
     /// What [`Redactor::redact_str`] would replace, without replacing it: each finding's
@@ -2013,9 +2185,18 @@ impl Redactor {
     /// Runs every family whose cheap gate passes, validates candidates, applies the
     /// allow-list and resolves overlaps between families.
     fn collect(&self, text: &str) -> Vec<Found> {
-        let mut out = Vec::new();
+        match self.prescan(text) {
+            Some(pre) => self.collect_prescanned(text, pre),
+            None => Vec::new(),
+        }
+    }
+
+    /// The cheap first look at `text`: `None` when nothing can be found in it
+    /// (most strings of a payload: short and clean, no digit, colon or gating
+    /// byte, and no literal), else what [`Redactor::collect_prescanned`] needs.
+    fn prescan(&self, text: &str) -> Option<Prescan> {
         if text.is_empty() {
-            return out;
+            return None;
         }
         // One pass finds the number regions and the rare bytes that gate the `Q~`,
         // `@` and `%40` families; in a short text, the same pass looks for the
@@ -2028,12 +2209,19 @@ impl Redactor {
             }
             _ => (quick_scan(bytes), true),
         };
-        // Most strings of a payload are short and clean: no digit, colon or gating
-        // byte, and no literal. Nothing else can match in them.
         if quick.as_ref().is_some_and(|q| q.rare == 0) && !literal && self.custom.is_empty() {
-            return out;
+            return None;
         }
-        let scan = quick.unwrap_or_else(|| scan_bytes(bytes));
+        Some(Prescan {
+            scan: quick.unwrap_or_else(|| scan_bytes(bytes)),
+            literal,
+        })
+    }
+
+    /// [`Redactor::collect`] after its [`Redactor::prescan`].
+    fn collect_prescanned(&self, text: &str, pre: Prescan) -> Vec<Found> {
+        let mut out = Vec::new();
+        let Prescan { scan, literal } = pre;
         if literal {
             self.scan_prefiltered(&self.secrets, text, &mut out, true);
         }
@@ -2886,6 +3074,13 @@ const fn rare_bit(c: u8) -> u8 {
         b'%' => HAS_PERCENT,
         _ => 0,
     }
+}
+
+/// What [`Redactor::prescan`] learnt about a text worth searching.
+struct Prescan {
+    scan: ByteScan,
+    /// Whether a secret literal may occur.
+    literal: bool,
 }
 
 /// What [`scan_bytes`] found.
@@ -4627,6 +4822,86 @@ mod tests {
         assert_eq!(report.get("email"), 2);
         assert_eq!(report.get("secret_value"), 4);
         assert_eq!(report.get("payment_card"), 1);
+    }
+
+    /// Walks with a memo give what fresh walks give, value and counts, the
+    /// first time a string is met and when it comes again, under the default
+    /// settings, keyed tokens, and custom patterns with an allow-list.
+    #[test]
+    fn a_memo_changes_nothing_but_the_work() {
+        let configs = [
+            RedactionConfig::default(),
+            RedactionConfig {
+                hmac_key: Some(b"tenant-key".to_vec()),
+                ..Default::default()
+            },
+            RedactionConfig {
+                custom_patterns: vec![("order".into(), r"\bORD-\d{6}\b".into())],
+                allow_values: vec!["jane.doe@example.com".into()],
+                allow_patterns: vec![r"^10\.".into()],
+                secret_keys: vec!["otp".into()],
+                ..Default::default()
+            },
+        ];
+        let texts = fast_path_inputs();
+        let values: Vec<Value> = texts
+            .chunks(3)
+            .enumerate()
+            .map(|(i, c)| match i % 3 {
+                0 => json!({"text": c[0], "more": c.get(1..).unwrap_or_default()}),
+                1 => json!([c, {"password": c[0], "note": c.get(1)}]),
+                _ => json!({"x": {"y": {"z": c}}, "ORD-123456 for jane@acme.io": c[0]}),
+            })
+            .collect();
+        for config in configs {
+            let r = Redactor::new(config).unwrap();
+            let mut memo = RedactionMemo::new();
+            let mut hits = 0usize;
+            for round in 0..2 {
+                for v in &values {
+                    let (mut plain, mut memoized) = (v.clone(), v.clone());
+                    let (mut a, mut b) = (RedactionReport::new(), RedactionReport::new());
+                    r.redact_value(&mut plain, &mut a);
+                    let before = memo.len();
+                    r.redact_value_memo(&mut memoized, &mut b, &mut memo);
+                    hits += usize::from(round == 1 && memo.len() == before);
+                    assert_eq!(plain, memoized, "{v}");
+                    assert_eq!(a, b, "{v}");
+                }
+            }
+            assert!(memo.len() > 100 && hits > 100, "{memo:?}, {hits} hits");
+        }
+    }
+
+    #[test]
+    fn a_memo_stays_bounded_and_compares_whole_strings() {
+        let r = redactor();
+        let mut memo = RedactionMemo::new();
+        let mut report = RedactionReport::new();
+        for i in 0..20_000u32 {
+            let mut v = json!(format!(
+                "order {i} for user{i}@example.com {}",
+                "x".repeat(300)
+            ));
+            r.redact_value_memo(&mut v, &mut report, &mut memo);
+            assert!(memo.len() <= MEMO_SLOTS && memo.bytes <= MEMO_MAX_BYTES);
+        }
+        assert_eq!(report.get("email"), 20_000);
+        // Past the size limit a string is searched, not remembered.
+        let mut memo = RedactionMemo::new();
+        let mut big = json!(format!("mail jane@acme.io {}", "y".repeat(MEMO_MAX_STRING)));
+        r.redact_value_memo(&mut big, &mut report, &mut memo);
+        assert!(
+            big.as_str()
+                .unwrap()
+                .starts_with("mail [REDACTED:EMAIL] yyy")
+        );
+        assert!(memo.is_empty());
+        // An entry answers only for its own text, whatever the hash says.
+        memo.put(7, "call 555-0100", Some("x"), vec![RedactionKind::Phone]);
+        assert!(memo.get(7, "call 555-0100").is_some());
+        assert!(memo.get(7, "call 555-0199").is_none());
+        assert!(memo.get(7 + MEMO_SLOTS as u64, "call 555-0100").is_none());
     }
 
     #[test]
