@@ -228,9 +228,15 @@ impl RecordEncoder {
         self.data.clear();
         let mut args_redacted = None;
         for (part, mut value) in payload {
-            normalize(&mut value, self.settings.limits.max_depth);
             let start = self.data.len();
-            jcs::canonicalize_into(&value, &mut self.data)?;
+            // Most values need no normalizing: canonicalizing within the
+            // payload's depth limit says so, and normalizing first would be
+            // another walk of every value.
+            let max_depth = self.settings.limits.max_depth;
+            if jcs::canonicalize_within(&value, &mut self.data, max_depth).is_err() {
+                normalize(&mut value, max_depth);
+                jcs::canonicalize_into(&value, &mut self.data)?;
+            }
             let hashed = self.data.get(start..).unwrap_or_default();
             let hasher = &self.hasher;
             env.ascii_with(part.hash_field(), |b| hasher.push_hash(hashed, b));
@@ -254,7 +260,12 @@ impl RecordEncoder {
                     } else if part == PayloadPart::Args {
                         args_redacted = Some(false);
                     }
-                    changed |= truncate_strings(&mut value, self.settings.limits.max_string_bytes);
+                    // No string of a value is longer than the value's canonical
+                    // text: one that fits the limit, unredacted, has nothing to cut.
+                    let max_string = self.settings.limits.max_string_bytes;
+                    if changed || self.data.len() - start > max_string {
+                        changed |= truncate_strings(&mut value, max_string);
+                    }
                     if changed {
                         self.data.truncate(start);
                         jcs::canonicalize_into(&value, &mut self.data)?;
@@ -488,5 +499,68 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 720);
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+    use crate::redact::RedactionConfig;
+    use serde_json::json;
+
+    fn stored(limits: PayloadLimits, capture: CaptureMode, args: Value) -> String {
+        let settings = EncoderSettings {
+            retention_class: "standard".into(),
+            capture,
+            limits,
+            ..Default::default()
+        };
+        let redactor = Arc::new(Redactor::new(RedactionConfig::default()).unwrap());
+        let mut encoder = RecordEncoder::new(settings, redactor, None).unwrap();
+        let event =
+            Event::new(Body::ToolCall(ToolCall::default())).with_part(PayloadPart::Args, args);
+        let mut env = Envelope::new();
+        encoder.encode(event, &mut env).unwrap();
+        String::from_utf8(encoder.payload().unwrap().to_vec()).unwrap()
+    }
+
+    /// The encoder skips the truncation walk for a value whose canonical
+    /// text fits the string limit, unless redaction changed it: a token
+    /// can be longer than what it replaces.
+    #[test]
+    fn strings_are_cut_when_redaction_makes_them_too_long() {
+        let limits = |max_string_bytes| PayloadLimits {
+            max_string_bytes,
+            max_depth: 64,
+        };
+        let short = json!("mail x@ab.io");
+        let s = stored(limits(14), CaptureMode::Redacted, short.clone());
+        assert!(
+            s.contains(r#""$truncated""#) && s.contains(r#""head":"mail [REDACTED""#),
+            "{s}"
+        );
+        assert!(s.contains(r#""bytes":21"#), "{s}");
+        // Fits before and after: kept as it is.
+        let s = stored(limits(64), CaptureMode::Redacted, short.clone());
+        assert!(s.contains(r#""args":"mail [REDACTED:EMAIL]""#), "{s}");
+        let s = stored(limits(14), CaptureMode::Raw, short);
+        assert!(s.contains(r#""args":"mail x@ab.io""#), "{s}");
+        // Too long before redaction, nothing to redact: cut.
+        let s = stored(limits(8), CaptureMode::Raw, json!({"k": "0123456789"}));
+        assert!(s.contains(r#""head":"01234567""#), "{s}");
+        // Deeper than the limit, and an integer past 2^53: normalized.
+        let s = stored(
+            PayloadLimits {
+                max_string_bytes: 100,
+                max_depth: 2,
+            },
+            CaptureMode::Raw,
+            json!({"a": [[1]], "n": u64::MAX}),
+        );
+        assert!(
+            s.contains(r#""a":[{"$truncated":{"reason":"depth"}}]"#),
+            "{s}"
+        );
+        assert!(s.contains(r#""n":"18446744073709551615""#), "{s}");
     }
 }

@@ -135,8 +135,29 @@ pub fn canonicalize(value: &serde_json::Value) -> Result<Vec<u8>, CanonError> {
 /// As [`canonicalize`]. On error `out` is restored to its original length, so a reused buffer
 /// never carries a half-written value into the next record.
 pub fn canonicalize_into(value: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), CanonError> {
+    write_rooted(value, out, MAX_DEPTH)
+}
+
+/// [`canonicalize_into`] with a tighter nesting limit: [`CanonError::DepthExceeded`] as soon as
+/// an array or object sits below `max_containers` others (the top-level value counts as
+/// none), which is where [`crate::payload::normalize`] would cut it. So a value this accepts
+/// is one `normalize` would leave as it is, and a writer can skip that walk until it fails.
+///
+/// # Errors
+///
+/// As [`canonicalize_into`], with the limit above when it is below [`MAX_DEPTH`]'s.
+pub fn canonicalize_within(
+    value: &serde_json::Value,
+    out: &mut Vec<u8>,
+    max_containers: usize,
+) -> Result<(), CanonError> {
+    write_rooted(value, out, max_containers.saturating_add(1).min(MAX_DEPTH))
+}
+
+/// Writes `value` with `room` levels for it and its members; on error restores `out`.
+fn write_rooted(value: &Value, out: &mut Vec<u8>, room: usize) -> Result<(), CanonError> {
     let start = out.len();
-    let result = write_value(value, out, 0);
+    let result = write_value(value, out, room);
     if result.is_err() {
         out.truncate(start);
     }
@@ -215,7 +236,8 @@ pub fn parse_strict(input: &[u8]) -> Result<serde_json::Value, ParseError> {
     Parser::new(text).document()
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), CanonError> {
+/// `room`: the levels left for `value` and what it holds (see [`enter`]).
+fn write_value(value: &Value, out: &mut Vec<u8>, room: usize) -> Result<(), CanonError> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -223,7 +245,7 @@ fn write_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Can
         Value::Number(n) => write_number(n, out)?,
         Value::String(s) => write_json_string(s, out),
         Value::Array(items) => {
-            let inner = enter(depth)?;
+            let inner = enter(room)?;
             out.push(b'[');
             let mut first = true;
             for item in items {
@@ -236,7 +258,7 @@ fn write_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Can
             out.push(b']');
         }
         Value::Object(map) => {
-            let inner = enter(depth)?;
+            let inner = enter(room)?;
             if needs_utf16_sort(map) {
                 write_object_utf16_sorted(map, out, inner)?;
             } else {
@@ -258,13 +280,14 @@ fn write_value(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Can
     Ok(())
 }
 
-/// Depth check for an array/object with `depth` containers around it; returns its members' depth.
-fn enter(depth: usize) -> Result<usize, CanonError> {
-    let inner = depth + 1;
-    if inner >= MAX_DEPTH {
+/// Depth check for an array/object with `room` levels left for it and its members (the
+/// top-level value starts with [`MAX_DEPTH`]: a container with `depth` containers around it has
+/// `MAX_DEPTH - depth`); returns its members' room.
+fn enter(room: usize) -> Result<usize, CanonError> {
+    if room <= 1 {
         return Err(CanonError::DepthExceeded);
     }
-    Ok(inner)
+    Ok(room - 1)
 }
 
 /// Whether iterating `map` as stored would not give RFC 8785 order.
@@ -539,7 +562,10 @@ impl<'a> Parser<'a> {
     }
 
     fn nest(&self, depth: usize) -> Result<usize, ParseError> {
-        enter(depth).map_err(|e| self.error(self.pos, e.to_string()))
+        // The canonicalizer counts levels left; the parser counts levels taken.
+        enter(MAX_DEPTH.saturating_sub(depth))
+            .map(|room| MAX_DEPTH - room)
+            .map_err(|e| self.error(self.pos, e.to_string()))
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, ParseError> {

@@ -291,6 +291,56 @@ mod tests {
         assert!(serde_json::to_string(&deep).unwrap().contains("$truncated"));
     }
 
+    /// The writer canonicalizes within the depth limit first and normalizes
+    /// only when that fails: it must fail exactly when `normalize` would
+    /// change the value.
+    #[test]
+    fn canonicalizing_within_the_limit_fails_exactly_when_normalize_changes() {
+        let nested = |depth: usize, object: bool, leaf: Value| {
+            (0..depth).fold(leaf, |v, _| {
+                if object {
+                    json!({"k": v, "s": "x"})
+                } else {
+                    json!([1, v])
+                }
+            })
+        };
+        let leaves = [
+            json!(1),
+            json!([]),
+            json!({}),
+            json!(u64::MAX),
+            json!(-9007199254740992i64),
+            json!(9007199254740991u64),
+        ];
+        for max_depth in [0, 1, 2, 63, 64, 65, 127, 128, 200] {
+            for depth in (0..4).chain(62..67).chain(125..130) {
+                for object in [false, true] {
+                    for leaf in &leaves {
+                        let v = nested(depth, object, leaf.clone());
+                        let mut out = b"kept".to_vec();
+                        let within = jcs::canonicalize_within(&v, &mut out, max_depth);
+                        let changes = normalize(&mut v.clone(), max_depth);
+                        let plain = jcs::canonicalize(&v);
+                        match &within {
+                            Ok(()) => {
+                                assert!(!changes, "{max_depth} {depth} {leaf}");
+                                assert_eq!(out[4..], plain.unwrap()[..]);
+                            }
+                            // Beyond the canonicalizer's own limit both fail.
+                            Err(_) => {
+                                assert!(changes || plain.is_err(), "{max_depth} {depth} {leaf}")
+                            }
+                        }
+                        if within.is_err() {
+                            assert_eq!(out, b"kept");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn truncation_keeps_size_and_hash() {
         let big = "é".repeat(100_000);
