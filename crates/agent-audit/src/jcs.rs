@@ -516,7 +516,7 @@ impl<'a> Parser<'a> {
     }
 
     fn document(&mut self) -> Result<Value, ParseError> {
-        let value = self.value(0)?;
+        let value = self.value(MAX_DEPTH)?;
         self.skip_whitespace();
         if self.pos < self.bytes.len() {
             return Err(self.error(self.pos, "trailing characters after the JSON value"));
@@ -524,13 +524,13 @@ impl<'a> Parser<'a> {
         Ok(value)
     }
 
-    /// A value with `depth` arrays/objects around it.
-    fn value(&mut self, depth: usize) -> Result<Value, ParseError> {
+    /// A value with `room` levels left for it and what it holds (see [`enter`]).
+    fn value(&mut self, room: usize) -> Result<Value, ParseError> {
         self.skip_whitespace();
         match self.peek() {
             None => Err(self.error(self.pos, "unexpected end of input, expected a value")),
-            Some(b'{') => self.object(depth),
-            Some(b'[') => self.array(depth),
+            Some(b'{') => self.object(room),
+            Some(b'[') => self.array(room),
             Some(b'"') => self.string().map(Value::String),
             Some(b't') => self.literal("true", Value::Bool(true)),
             Some(b'f') => self.literal("false", Value::Bool(false)),
@@ -561,15 +561,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn nest(&self, depth: usize) -> Result<usize, ParseError> {
-        // The canonicalizer counts levels left; the parser counts levels taken.
-        enter(MAX_DEPTH.saturating_sub(depth))
-            .map(|room| MAX_DEPTH - room)
-            .map_err(|e| self.error(self.pos, e.to_string()))
+    fn nest(&self, room: usize) -> Result<usize, ParseError> {
+        enter(room).map_err(|e| self.error(self.pos, e.to_string()))
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, ParseError> {
-        let inner = self.nest(depth)?;
+    fn array(&mut self, room: usize) -> Result<Value, ParseError> {
+        let inner = self.nest(room)?;
         self.pos += 1;
         let mut items = Vec::new();
         self.skip_whitespace();
@@ -594,8 +591,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, ParseError> {
-        let inner = self.nest(depth)?;
+    fn object(&mut self, room: usize) -> Result<Value, ParseError> {
+        let inner = self.nest(room)?;
         self.pos += 1;
         let mut map = Map::new();
         self.skip_whitespace();

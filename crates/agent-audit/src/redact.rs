@@ -2097,11 +2097,13 @@ impl Redactor {
     /// A string value met in a walk: `None` when it stays as it is. Strings the
     /// walk's memo has seen are not searched again.
     fn redact_string(&self, s: &str, walk: &mut Walk<'_>) -> Option<String> {
-        let pre = self.prescan(s)?;
         let Some(memo) = walk.memo.as_deref_mut().filter(|_| memo_fits(s)) else {
-            let found = self.collect_prescanned(s, pre);
-            return (!found.is_empty()).then(|| self.replace_found(s, &found, walk.report));
+            return match self.redact_str(s, walk.report) {
+                Cow::Owned(new) => Some(new),
+                Cow::Borrowed(_) => None,
+            };
         };
+        let pre = self.prescan(s)?;
         let hash = memo.hash(s);
         if let Some(seen) = memo.get(hash, s) {
             for kind in &seen.kinds {
